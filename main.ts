@@ -1,0 +1,49 @@
+/**
+ * edgetrain: adapt vision models on edge devices. Thin entry: parse the subcommand, dispatch to
+ * src/cli/<command>.ts, and map errors to one line on stderr and an exit code.
+ */
+import { UsageError } from "./src/cli/errors.ts";
+
+type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, () => Promise<{ default: Command }>> = {
+  demo: () => import("./src/cli/demo.ts"),
+};
+
+const usage = `edgetrain — adapt vision models on edge devices
+
+Usage: edgetrain <command> [options]
+
+Commands:
+  demo       run the main job on the embedded model and data
+  (predict, adapt, train, plan, profile, serve, service and bench arrive with their issues)
+
+Run "edgetrain <command> --help" for a command's options.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage);
+    return name ? 0 : 2;
+  }
+  if (name === "--version") {
+    console.log("edgetrain 0.1.0");
+    return 0;
+  }
+  const load = commands[name];
+  if (!load) {
+    console.error(`edgetrain: unknown command "${name}" (known: ${Object.keys(commands).join(", ")})`);
+    return 2;
+  }
+  try {
+    const { default: run } = await load();
+    return await run(rest);
+  } catch (e) {
+    const err = e as Error;
+    if (Deno.env.get("EDGETRAIN_DEBUG")?.includes("stack")) console.error(err.stack);
+    console.error(`edgetrain ${name}: ${err.message.split("\n")[0]}`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

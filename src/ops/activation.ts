@@ -1,0 +1,71 @@
+/**
+ * Activations. ReLU, ReLU6 and Clip save a 1-bit mask of where the derivative is 1 (exact, 1/32 of the
+ * input's bytes); hard-swish, hard-sigmoid and sigmoid save their fp32 input through the active codec
+ * (MobileTL's step approximations come with the memory issue).
+ */
+import { OPEN, saveFloat, saveMask } from "../memory/codecs.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { Tensor } from "../tensor.ts";
+import type { UnaryOp } from "../backend/kernels.ts";
+
+function apply(x: Tensor, op: UnaryOp, alpha?: number, beta?: number): Tensor {
+  const out = Tensor.empty(x.backend, x.shape);
+  x.backend.run("unary", { x: x.storage, out: out.storage, attrs: { n: x.size, op, alpha, beta } });
+  return out;
+}
+
+/** An activation whose derivative is 1 on the open window (lo, hi) and 0 elsewhere. */
+function windowed(x: Tensor, op: UnaryOp, lo: number, hi: number, alpha?: number, beta?: number): Tensor {
+  const out = apply(x, op, alpha, beta);
+  if (!needsGrad(x)) return out;
+  const mask = saveMask(x, lo, hi);
+  return record(op, out, [x], (dy) => {
+    const dx = Tensor.empty(dy.backend, dy.shape);
+    dy.backend.run("mask_grad", {
+      mask: mask.storage,
+      dy: dy.storage,
+      out: dx.storage,
+      attrs: { n: dy.size, scale: 1 },
+    });
+    return [dx];
+  }, [mask]);
+}
+
+export function relu(x: Tensor): Tensor {
+  return windowed(x, "relu", 0, OPEN);
+}
+
+export function relu6(x: Tensor): Tensor {
+  return windowed(x, "relu6", 0, 6);
+}
+
+export function clip(x: Tensor, min: number, max: number): Tensor {
+  if (!(min <= max)) throw new Error(`clip(): min ${min} is greater than max ${max}`);
+  return windowed(x, "clip", min, max, min, max);
+}
+
+/** An activation that keeps its input for backward (smooth or piecewise-linear with non-unit slopes). */
+function smooth(x: Tensor, op: UnaryOp): Tensor {
+  const out = apply(x, op);
+  if (!needsGrad(x)) return out;
+  const saved = saveFloat(x, op, "other");
+  return record(op, out, [x], (dy) => {
+    const input = saved.get();
+    const dx = Tensor.empty(dy.backend, dy.shape);
+    dy.backend.run("unary_grad", { x: input.storage, dy: dy.storage, out: dx.storage, attrs: { n: dy.size, op } });
+    input.dispose();
+    return [dx];
+  }, [saved]);
+}
+
+export function hardswish(x: Tensor): Tensor {
+  return smooth(x, "hardswish");
+}
+
+export function hardsigmoid(x: Tensor): Tensor {
+  return smooth(x, "hardsigmoid");
+}
+
+export function sigmoid(x: Tensor): Tensor {
+  return smooth(x, "sigmoid");
+}

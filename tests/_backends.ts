@@ -1,0 +1,53 @@
+/**
+ * One test body, run on every backend (STYLE.md rule 5): `backendTest("relu() ...", async (b) => {...})`
+ * registers "[cpu] relu() ..." and "[webgpu] relu() ...". WebGPU tests are skipped with a visible name when
+ * no adapter exists (set EDGETRAIN_REQUIRE_WEBGPU=1, as CI does, to make that a failure instead).
+ */
+import type { Backend } from "../src/backend/backend.ts";
+import { CpuBackend } from "../src/backend/cpu.ts";
+
+export type BackendName = "cpu" | "webgpu";
+
+let webgpu: Promise<Backend | null> | undefined;
+
+export function webgpuBackend(): Promise<Backend | null> {
+  webgpu ??= (async () => {
+    try {
+      const { createWebGpuBackend } = await import("../src/backend/webgpu/mod.ts");
+      return await createWebGpuBackend();
+    } catch (e) {
+      if (Deno.env.get("EDGETRAIN_REQUIRE_WEBGPU") === "1") throw e;
+      console.warn(`WebGPU unavailable, its tests are skipped: ${(e as Error).message}`);
+      return null;
+    }
+  })();
+  return webgpu;
+}
+
+export async function getBackend(name: BackendName): Promise<Backend | null> {
+  return name === "cpu" ? new CpuBackend() : await webgpuBackend();
+}
+
+export function backendTest(
+  name: string,
+  body: (b: Backend) => Promise<void> | void,
+  options: { backends?: BackendName[] } = {},
+): void {
+  for (const which of options.backends ?? ["cpu", "webgpu"]) {
+    Deno.test({
+      name: `[${which}] ${name}`,
+      // WebGPU keeps device-level resources across tests by design (one device per process).
+      sanitizeResources: which === "cpu",
+      sanitizeOps: which === "cpu",
+      fn: async (t) => {
+        const b = await getBackend(which);
+        if (!b) {
+          console.warn(`skipped: no WebGPU adapter`);
+          return;
+        }
+        void t;
+        await body(b);
+      },
+    });
+  }
+}
