@@ -203,6 +203,8 @@ export interface KernelSpecs {
   /**
    * SGD with momentum, PyTorch semantics: g = grad + wd*p; buf = momentum*buf + (1-dampening)*g (buf = g on
    * the first step, signalled by firstStep); p -= lr * (nesterov ? g + momentum*buf : buf).
+   * momentum 0: p -= lr * g and momentumBuf is neither read nor written (PyTorch keeps no buffer; callers
+   * may pass a 1-element placeholder).
    */
   sgd: {
     param: Storage;

@@ -1,6 +1,12 @@
 /** The CPU kernel table: one entry per kernel in kernels.ts. */
 import type { CpuKernelTable } from "../cpu.ts";
 import { axpy, binary, copy, fill, mask_grad, mask_pack, unary, unary_grad } from "./elementwise.ts";
+import { reduce } from "./reduce.ts";
+import { bn_apply, bn_grad_input, bn_grad_reduce, bn_stats } from "./norm.ts";
+import { softmax } from "./softmax.ts";
+import { adam, sgd } from "./optim.ts";
+import { matmul } from "./matmul.ts";
+import { conv2d, conv2d_grad_input, conv2d_grad_weight } from "./conv.ts";
 
 // Kernels not yet written throw a clear error from CpuBackend.run until they are added here.
 export const cpuKernels: Partial<CpuKernelTable> = {
@@ -12,4 +18,16 @@ export const cpuKernels: Partial<CpuKernelTable> = {
   mask_grad,
   binary,
   axpy,
+  reduce,
+  bn_stats,
+  bn_apply,
+  bn_grad_reduce,
+  bn_grad_input,
+  softmax,
+  adam,
+  sgd,
+  matmul,
+  conv2d,
+  conv2d_grad_input,
+  conv2d_grad_weight,
 };
