@@ -1,0 +1,134 @@
+/**
+ * The shared loop of the entropy-minimising methods (TENT, EATA, SAR): forward with batch statistics, read
+ * the logits back once (online predictions and host-side filters), build the method's loss on the device,
+ * backpropagate to the BN affine parameters only, step the optimizer.
+ */
+import { backward, releaseGraph } from "../autograd/tape.ts";
+import type { Module } from "../nn/module.ts";
+import { Adam, SGD } from "../ops/optim.ts";
+import type { Tensor } from "../tensor.ts";
+import {
+  type LogitStats,
+  logitStats,
+  type MethodName,
+  SourceState,
+  type StepResult,
+  trainBnAffine,
+  type TtaMethod,
+  useBatchStatistics,
+} from "./tta.ts";
+
+export interface OptimizerConfig {
+  kind: "adam" | "sgd";
+  lr: number;
+  momentum?: number;
+  beta1?: number;
+  beta2?: number;
+  weightDecay?: number;
+}
+
+export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD {
+  return c.kind === "adam"
+    ? new Adam(params, { lr: c.lr, beta1: c.beta1 ?? 0.9, beta2: c.beta2 ?? 0.999, weightDecay: c.weightDecay ?? 0 })
+    : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
+}
+
+export interface LossPlan {
+  /** The scalar loss to backpropagate, or null to skip the update (e.g. every sample filtered out). */
+  loss: Tensor | null;
+  used: number;
+}
+
+export abstract class BackpropMethod implements TtaMethod {
+  abstract readonly name: MethodName;
+  protected params: Tensor[];
+  protected optimizer: Adam | SGD;
+
+  protected constructor(
+    readonly model: Module,
+    protected readonly source: SourceState,
+    protected readonly optimizerConfig: OptimizerConfig,
+  ) {
+    useBatchStatistics(model);
+    this.params = trainBnAffine(model);
+    this.optimizer = makeOptimizer(this.params, optimizerConfig);
+  }
+
+  protected static async prepare(model: Module): Promise<SourceState> {
+    return await SourceState.of(model);
+  }
+
+  /** Build the loss from the batch's logits (still on the tape) and their host statistics. */
+  protected abstract plan(logits: Tensor, stats: LogitStats, x: Tensor): LossPlan;
+
+  /** Runs after the optimizer step (SAR's SAM second step, EMA bookkeeping); may request a reset. */
+  protected afterStep(_x: Tensor, _stats: LogitStats, _used: number): Promise<string | null> {
+    return Promise.resolve(null);
+  }
+
+  async step(x: Tensor): Promise<StepResult> {
+    const logits = this.model.call(x);
+    const classes = logits.shape[1];
+    const host = Float32Array.from(await logits.data());
+    const stats = logitStats(host, classes);
+    const { loss, used } = this.plan(logits, stats, x);
+    let updated = false;
+    if (loss) {
+      backward(loss);
+      loss.dispose();
+      updated = true;
+    } else {
+      releaseGraph(logits);
+    }
+    logits.dispose();
+    const resetReason = updated ? await this.update(x, stats, used) : null;
+    if (resetReason) this.reset();
+    return {
+      logits: host,
+      classes,
+      entropy: stats.meanEntropy,
+      updated,
+      used,
+      reset: resetReason !== null,
+      ...(resetReason ? { resetReason } : {}),
+    };
+  }
+
+  /** The optimizer step for gradients already on the parameters. */
+  protected async update(x: Tensor, stats: LogitStats, used: number): Promise<string | null> {
+    this.optimizer.step();
+    this.optimizer.zeroGrad();
+    return await this.afterStep(x, stats, used);
+  }
+
+  reset(): void {
+    this.source.restore(this.model);
+    this.optimizer.dispose();
+    this.optimizer = makeOptimizer(this.params, this.optimizerConfig);
+    this.resetCounters();
+  }
+
+  protected resetCounters(): void {}
+
+  async state(): Promise<Record<string, Float32Array>> {
+    const out: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(await this.model.state())) out[`model.${k}`] = v;
+    for (const [k, v] of Object.entries(await this.optimizer.state())) out[`optimizer.${k}`] = v;
+    return out;
+  }
+
+  loadState(state: Record<string, Float32Array>): void {
+    const model: Record<string, Float32Array> = {};
+    const opt: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(state)) {
+      if (k.startsWith("model.")) model[k.slice(6)] = v;
+      else if (k.startsWith("optimizer.")) opt[k.slice(10)] = v;
+    }
+    this.model.loadState(model);
+    this.optimizer.loadState(opt);
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}

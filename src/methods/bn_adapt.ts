@@ -1,0 +1,75 @@
+/**
+ * BN adaptation (Schneider et al. 2020; TENT's "norm" baseline): normalise with each test batch's
+ * statistics; nothing is trained and nothing is kept for backward.
+ */
+import { noGrad } from "../autograd/tape.ts";
+import type { Module } from "../nn/module.ts";
+import type { Tensor } from "../tensor.ts";
+import { logitStats, SourceState, type StepResult, type TtaMethod, useBatchStatistics } from "./tta.ts";
+
+export class BnAdapt implements TtaMethod {
+  readonly name = "bn" as const;
+
+  private constructor(readonly model: Module, private readonly source: SourceState) {
+    useBatchStatistics(model);
+    model.setTrainable(() => false);
+  }
+
+  static async create(model: Module): Promise<BnAdapt> {
+    return new BnAdapt(model, await SourceState.of(model));
+  }
+
+  async step(x: Tensor): Promise<StepResult> {
+    const logits = noGrad(() => this.model.call(x));
+    const classes = logits.shape[1];
+    const host = Float32Array.from(await logits.data());
+    logits.dispose();
+    return { logits: host, classes, entropy: logitStats(host, classes).meanEntropy, updated: false, used: 0, reset: false };
+  }
+
+  reset(): void {
+    this.source.restore(this.model);
+  }
+
+  async state(): Promise<Record<string, Float32Array>> {
+    const out: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(await this.model.state())) out[`model.${k}`] = v;
+    return out;
+  }
+
+  loadState(state: Record<string, Float32Array>): void {
+    const model: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(state)) if (k.startsWith("model.")) model[k.slice(6)] = v;
+    this.model.loadState(model);
+  }
+
+  dispose(): void {}
+}
+
+/** The unadapted source model in eval mode (running statistics), as a baseline with the same interface. */
+export class SourceOnly implements TtaMethod {
+  readonly name = "source" as const;
+
+  constructor(readonly model: Module) {
+    model.eval();
+    model.setTrainable(() => false);
+  }
+
+  async step(x: Tensor): Promise<StepResult> {
+    const logits = noGrad(() => this.model.call(x));
+    const classes = logits.shape[1];
+    const host = Float32Array.from(await logits.data());
+    logits.dispose();
+    return { logits: host, classes, entropy: logitStats(host, classes).meanEntropy, updated: false, used: 0, reset: false };
+  }
+
+  reset(): void {}
+
+  state(): Promise<Record<string, Float32Array>> {
+    return Promise.resolve({});
+  }
+
+  loadState(): void {}
+
+  dispose(): void {}
+}

@@ -1,0 +1,108 @@
+/**
+ * SAR (Niu et al., ICLR 2023): reliable entropy minimisation with a sharpness-aware update and model reset.
+ * - keep samples with E < E0 = 0.4 ln C; loss = their mean entropy;
+ * - SAM (Foret et al. 2021), rho = 0.05: ascend to w + rho g/||g||, recompute the loss there on the samples
+ *   still reliable, restore w and step the base optimizer (SGD, momentum 0.9) with the second gradient;
+ * - an exponential moving average (0.9) of the second loss; below 0.2 the model is reset to the source.
+ */
+import { backward } from "../autograd/tape.ts";
+import type { Module } from "../nn/module.ts";
+import { Tensor } from "../tensor.ts";
+import { BackpropMethod, type LossPlan, type OptimizerConfig } from "./backprop_method.ts";
+import { weightedEntropy } from "./losses.ts";
+import { type LogitStats, logitStats, type SourceState } from "./tta.ts";
+
+export interface SarOptions extends Partial<OptimizerConfig> {
+  entropyMargin?: number;
+  rho?: number;
+  resetEntropy?: number;
+}
+
+export const SAR_DEFAULTS: OptimizerConfig = { kind: "sgd", lr: 0.00025, momentum: 0.9 };
+
+export class Sar extends BackpropMethod {
+  readonly name = "sar" as const;
+  #margin: number;
+  #rho: number;
+  #resetBelow: number;
+  #ema: number | null = null;
+  #selected: Int32Array = new Int32Array(0);
+
+  private constructor(model: Module, source: SourceState, options: SarOptions) {
+    super(model, source, { ...SAR_DEFAULTS, ...options });
+    this.#margin = options.entropyMargin ?? 0.4;
+    this.#rho = options.rho ?? 0.05;
+    this.#resetBelow = options.resetEntropy ?? 0.2;
+  }
+
+  static async create(model: Module, options: SarOptions = {}): Promise<Sar> {
+    return new Sar(model, await BackpropMethod.prepare(model), options);
+  }
+
+  get ema(): number | null {
+    return this.#ema;
+  }
+
+  protected plan(logits: Tensor, stats: LogitStats): LossPlan {
+    const [n, classes] = logits.shape;
+    const e0 = this.#margin * Math.log(classes);
+    const selected: number[] = [];
+    for (let i = 0; i < n; i++) if (stats.entropies[i] < e0) selected.push(i);
+    this.#selected = Int32Array.from(selected);
+    if (!selected.length) return { loss: null, used: 0 };
+    const w = new Float32Array(n);
+    for (const i of selected) w[i] = 1 / selected.length;
+    return { loss: weightedEntropy(logits, w), used: selected.length };
+  }
+
+  protected override async update(x: Tensor): Promise<string | null> {
+    // First SAM step: e_w = rho * g / ||g|| (global L2 norm over all adapted parameters).
+    let sq = 0;
+    const grads: Float32Array[] = [];
+    for (const p of this.params) {
+      const g = p.grad ? Float32Array.from(await p.grad.data()) : new Float32Array(p.size);
+      grads.push(g);
+      for (const v of g) sq += v * v;
+    }
+    const s = this.#rho / (Math.sqrt(sq) + 1e-12);
+    const perturb = (sign: number) =>
+      this.params.forEach((p, i) => {
+        const e = Tensor.from(p.backend, grads[i], p.shape, { category: "workspace" });
+        p.backend.run("axpy", { x: e.storage, out: p.storage, attrs: { n: p.size, alpha: sign * s, accumulate: true } });
+        e.dispose();
+      });
+    perturb(+1);
+    this.optimizer.zeroGrad();
+
+    // Second step: the loss at w + e_w on the samples still reliable there.
+    const logits = this.model.call(x);
+    const classes = logits.shape[1];
+    const stats2 = logitStats(await logits.data(), classes);
+    const e0 = this.#margin * Math.log(classes);
+    const kept = [...this.#selected].filter((i) => stats2.entropies[i] < e0);
+    const w = new Float32Array(logits.shape[0]);
+    let second = 0;
+    for (const i of kept) {
+      w[i] = 1 / kept.length;
+      second += stats2.entropies[i] / kept.length;
+    }
+    const loss = weightedEntropy(logits, w);
+    backward(loss);
+    loss.dispose();
+    logits.dispose();
+    perturb(-1);
+    if (kept.length) {
+      this.optimizer.step();
+      this.#ema = this.#ema === null ? second : 0.9 * this.#ema + 0.1 * second;
+    }
+    this.optimizer.zeroGrad();
+    if (this.#ema !== null && this.#ema < this.#resetBelow) {
+      return `SAR reset: entropy EMA ${this.#ema.toFixed(3)} < ${this.#resetBelow}`;
+    }
+    return null;
+  }
+
+  protected override resetCounters(): void {
+    this.#ema = null;
+  }
+}

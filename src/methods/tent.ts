@@ -1,0 +1,29 @@
+/**
+ * TENT (Wang et al., ICLR 2021): minimise the mean softmax entropy of each test batch by updating only the
+ * BN affine parameters, normalising with test-batch statistics. Reference defaults: Adam, lr 1e-3,
+ * betas (0.9, 0.999), one step per batch; the batch's predictions come from the forward before its update.
+ */
+import type { Module } from "../nn/module.ts";
+import { entropy } from "../ops/loss.ts";
+import type { Tensor } from "../tensor.ts";
+import { BackpropMethod, type LossPlan, type OptimizerConfig } from "./backprop_method.ts";
+import type { SourceState } from "./tta.ts";
+
+export const TENT_DEFAULTS: OptimizerConfig = { kind: "adam", lr: 1e-3, beta1: 0.9, beta2: 0.999 };
+
+export class Tent extends BackpropMethod {
+  readonly name = "tent" as const;
+
+  private constructor(model: Module, source: SourceState, optimizer: OptimizerConfig) {
+    super(model, source, optimizer);
+  }
+
+  static async create(model: Module, options: Partial<OptimizerConfig> = {}): Promise<Tent> {
+    const source = await BackpropMethod.prepare(model);
+    return new Tent(model, source, { ...TENT_DEFAULTS, ...options });
+  }
+
+  protected plan(logits: Tensor): LossPlan {
+    return { loss: entropy(logits), used: logits.shape[0] };
+  }
+}
