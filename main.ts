@@ -8,6 +8,10 @@ type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<{ default: Command }>> = {
   demo: () => import("./src/cli/demo.ts"),
+  predict: () => import("./src/cli/predict.ts"),
+  adapt: () => import("./src/cli/adapt.ts"),
+  serve: () => import("./src/cli/serve.ts"),
+  service: () => import("./src/cli/service.ts"),
 };
 
 const usage = `edgetrain — adapt vision models on edge devices
@@ -16,6 +20,10 @@ Usage: edgetrain <command> [options]
 
 Commands:
   demo       run the main job on the embedded model and data
+  predict    classify images with an ONNX model (error when labels are given)
+  adapt      test-time adaptation on an unlabeled stream (bn, tent, eata, sar, ecotta)
+  serve      continual adaptation as a service: HTTP API, spool folder, checkpoints, sd_notify
+  service    "service install" writes a systemd unit that runs serve
   (predict, adapt, train, plan, profile, serve, service and bench arrive with their issues)
 
 Run "edgetrain <command> --help" for a command's options.`;

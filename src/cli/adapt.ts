@@ -1,0 +1,102 @@
+/**
+ * `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method bn|tent|eata|sar|ecotta`
+ * Test-time adaptation over a stream of domains, with online error, resets and the ledger's measured peaks.
+ */
+import { oneOf, parseFlags, parseNumber } from "./args.ts";
+import { BACKEND_FLAG, fitPreprocess, openBackend, openModel, openStreams, PREPROCESS_FLAGS, preprocessFor } from "./common.ts";
+import { UsageError } from "./errors.ts";
+import { createMethod, METHODS } from "../methods/mod.ts";
+import { type Protocol, runAdaptation } from "../methods/run.ts";
+import { loadImages } from "../data/images.ts";
+import { exportModule } from "../onnx/export.ts";
+
+export const HELP = `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
+
+  --method source|bn|tent|eata|sar|ecotta   (default tent)
+  --batch N                 images per adaptation step (default 64)
+  --lr X                    learning rate (default: the method's reference default)
+  --episodic                reset to the source model before every batch
+  --reset-each-domain       reset at the start of every --images stream
+  --no-collapse-guard       keep adapting even when predictions collapse to few classes
+  --warmup-images W --warmup-labels WL   clean data to warm up EcoTTA's meta networks
+  --backend webgpu|cpu|auto --mean --std --pad --size --channels
+  --export A.onnx           write the adapted model as ONNX
+  --json                    print one JSON object on stdout`;
+
+export default async function adapt(args: string[]): Promise<number> {
+  const flags = parseFlags("adapt", args, {
+    model: { type: "string" },
+    images: { type: "string", multiple: true },
+    labels: { type: "string", multiple: true },
+    method: { type: "string", default: "tent" },
+    batch: { type: "string", default: "64" },
+    lr: { type: "string" },
+    episodic: { type: "boolean", default: false },
+    "reset-each-domain": { type: "boolean", default: false },
+    "no-collapse-guard": { type: "boolean", default: false },
+    "warmup-images": { type: "string" },
+    "warmup-labels": { type: "string" },
+    export: { type: "string" },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+    ...BACKEND_FLAG,
+    ...PREPROCESS_FLAGS,
+  });
+  if (flags.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const method = oneOf("method", flags.method, METHODS)!;
+  if (flags.episodic && flags["reset-each-domain"]) {
+    throw new UsageError("--episodic and --reset-each-domain exclude each other");
+  }
+  const protocol: Protocol = flags.episodic ? "episodic" : flags["reset-each-domain"] ? "reset-each-domain" : "continual";
+  const batch = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
+  const lr = parseNumber("lr", flags.lr, { min: 0 });
+  const skipped: { images: string; name: string; reason: string }[] = [];
+  const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
+    skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
+    console.error(`edgetrain adapt: skipped: ${reason}`);
+  });
+  const backend = await openBackend(flags.backend);
+  const model = await openModel(backend, flags.model);
+  const basePre = await preprocessFor(model.path, flags);
+  const pre = fitPreprocess(streams[0].set, basePre, model, streams[0].name);
+  for (const s of streams.slice(1)) fitPreprocess(s.set, basePre, model, s.name);
+  const warmup = flags["warmup-images"]
+    ? { set: await loadImages(flags["warmup-images"], { labels: flags["warmup-labels"] }), preprocess: pre }
+    : undefined;
+  const m = await createMethod(method, model.module, { lr, warmup });
+  const report = await runAdaptation(backend, m, streams, {
+    batch,
+    protocol,
+    preprocess: pre,
+    collapseGuard: !flags["no-collapse-guard"],
+    progress: true,
+  });
+  if (flags.export) {
+    await Deno.writeFile(flags.export, await exportModule(model.onnx, model.module, { producerName: "edgetrain" }));
+  }
+  const out = {
+    model: model.path,
+    backend: backend.name,
+    ...report,
+    skipped: report.skipped + skipped.length,
+    skipped_inputs: [...skipped, ...report.skipped_inputs],
+  };
+  if (flags.json) console.log(JSON.stringify(out));
+  else {
+    console.log(`method ${out.method} (${protocol}), batch ${batch}, backend ${out.backend}`);
+    for (const d of out.domains) {
+      console.log(`  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`);
+    }
+    console.log(
+      `total: ${out.n} images${out.error !== null ? `, online error ${(100 * out.error).toFixed(2)}%` : ""}, ` +
+        `${out.resets} resets, ${out.skipped} skipped, ${out.ms_per_batch.toFixed(1)} ms/batch, ` +
+        `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)`,
+    );
+  }
+  m.dispose();
+  backend.dispose();
+  return 0;
+}

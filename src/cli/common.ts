@@ -1,0 +1,147 @@
+/**
+ * What several subcommands share: choosing a backend, loading an ONNX model with its preprocessing, loading
+ * image streams with labels, and checking that the images fit the model before any work starts.
+ */
+import type { Backend } from "../backend/backend.ts";
+import { CpuBackend } from "../backend/cpu.ts";
+import { type ImageSet, loadImages } from "../data/images.ts";
+import {
+  loadPreprocessSidecar,
+  mergePreprocess,
+  outputShape,
+  parsePreprocessArgs,
+  type PreprocessOptions,
+} from "../data/preprocess.ts";
+import { loadModel } from "../onnx/model.ts";
+import type { OnnxModel } from "../onnx/model.ts";
+import { importOnnx, type OnnxModule } from "../onnx/import.ts";
+import { UsageError } from "./errors.ts";
+
+export type BackendChoice = "webgpu" | "cpu" | "auto";
+
+export const BACKEND_FLAG = { backend: { type: "string" as const, default: "auto" } };
+
+export const PREPROCESS_FLAGS = {
+  mean: { type: "string" as const },
+  std: { type: "string" as const },
+  pad: { type: "string" as const },
+  size: { type: "string" as const },
+  channels: { type: "string" as const },
+};
+
+/** WebGPU when an adapter exists (auto), else the CPU backend; `webgpu` insists and fails clearly. */
+export async function openBackend(choice: string | undefined, log = true): Promise<Backend> {
+  const which = choice ?? "auto";
+  if (which !== "webgpu" && which !== "cpu" && which !== "auto") {
+    throw new UsageError(`--backend "${which}" is not one of webgpu, cpu, auto`);
+  }
+  if (which === "cpu") return new CpuBackend();
+  quietVulkanLoader();
+  try {
+    const { createWebGpuBackend } = await import("../backend/webgpu/mod.ts");
+    return await createWebGpuBackend();
+  } catch (e) {
+    if (which === "webgpu") throw e;
+    if (log) console.error(`edgetrain: WebGPU unavailable (${(e as Error).message.split("\n")[0]}); using the CPU backend`);
+    return new CpuBackend();
+  }
+}
+
+/**
+ * Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on stderr when it is missing (systemd
+ * services, containers, CI). Give it a private 0700 folder so the CLI's stderr stays one clear line.
+ */
+function quietVulkanLoader(): void {
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/edgetrain-runtime-${Deno.uid?.() ?? "user"}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    Deno.chmodSync(dir, 0o700);
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // Without env or write permission the warning stays; nothing else depends on it.
+  }
+}
+
+export interface LoadedModel {
+  path: string;
+  onnx: OnnxModel;
+  module: OnnxModule;
+  /** [C, H, W] the model expects, when its input declares them. */
+  inputShape: [number, number, number] | null;
+}
+
+export async function openModel(backend: Backend, path: string | undefined): Promise<LoadedModel> {
+  if (!path) throw new UsageError("--model is required (an ONNX file)");
+  const onnx = await loadModel(path);
+  const module = importOnnx(backend, onnx);
+  const dims = module.inputShape;
+  const chw = dims && dims.length === 4 && dims.slice(1).every((d) => typeof d === "number")
+    ? dims.slice(1) as [number, number, number]
+    : null;
+  return { path, onnx, module, inputShape: chw };
+}
+
+/** Flags override the model's sidecar (MODEL.json). */
+export async function preprocessFor(
+  modelPath: string,
+  flags: Record<string, string | boolean | undefined | string[]>,
+): Promise<PreprocessOptions> {
+  const cli = parsePreprocessArgs({
+    mean: flags.mean as string | undefined,
+    std: flags.std as string | undefined,
+    pad: flags.pad as string | undefined,
+    size: flags.size as string | undefined,
+    channels: flags.channels as string | undefined,
+  });
+  return mergePreprocess(await loadPreprocessSidecar(modelPath), cli);
+}
+
+/**
+ * Fill in channel replication when the model wants 3 channels and the data has 1, then check that the
+ * preprocessed images have exactly the model's input shape.
+ */
+export function fitPreprocess(
+  set: ImageSet,
+  pre: PreprocessOptions,
+  model: LoadedModel,
+  what: string,
+): PreprocessOptions {
+  const out = { ...pre };
+  if (model.inputShape && out.channels === undefined && model.inputShape[0] !== set.channels) out.channels = model.inputShape[0];
+  const shape = outputShape(set, out);
+  const want = model.inputShape;
+  if (want && (shape.channels !== want[0] || shape.height !== want[1] || shape.width !== want[2])) {
+    throw new Error(
+      `Images "${what}" are ${set.channels}x${set.height}x${set.width} and preprocess to ` +
+        `${shape.channels}x${shape.height}x${shape.width}, but model "${model.path}" expects ${want.join("x")} ` +
+        `(use --pad, --size, --channels or a sidecar ${model.path.replace(/\.onnx$/i, "")}.json)`,
+    );
+  }
+  return out;
+}
+
+/** Loads each --images path with the matching --labels (if any); counts must agree. */
+export async function openStreams(
+  images: string[] | undefined,
+  labels: string[] | undefined,
+  onSkip?: (file: string, reason: string) => void,
+): Promise<{ name: string; set: ImageSet }[]> {
+  if (!images?.length) throw new UsageError("--images is required (an IDX file or a folder of PNG/JPEG files)");
+  if (labels?.length && labels.length !== images.length) {
+    throw new UsageError(`${images.length} --images but ${labels.length} --labels: give one labels file per images`);
+  }
+  const out: { name: string; set: ImageSet }[] = [];
+  for (const [i, path] of images.entries()) {
+    const set = await loadImages(path, {
+      labels: labels?.[i],
+      skipUnreadable: true,
+      onSkip: (e) => onSkip?.(path, e.message),
+    });
+    if (labels?.[i] && set.labels && set.labels.length !== set.n) {
+      throw new Error(`Labels "${labels[i]}" have ${set.labels.length} entries but images "${path}" have ${set.n}`);
+    }
+    out.push({ name: path, set });
+  }
+  return out;
+}
