@@ -10,6 +10,7 @@ const commands: Record<string, () => Promise<{ default: Command }>> = {
   demo: () => import("./src/cli/demo.ts"),
   predict: () => import("./src/cli/predict.ts"),
   adapt: () => import("./src/cli/adapt.ts"),
+  train: () => import("./src/cli/train.ts"),
   serve: () => import("./src/cli/serve.ts"),
   service: () => import("./src/cli/service.ts"),
 };
@@ -22,6 +23,7 @@ Commands:
   demo       run the main job on the embedded model and data
   predict    classify images with an ONNX model (error when labels are given)
   adapt      test-time adaptation on an unlabeled stream (bn, tent, eata, sar, ecotta)
+  train      transfer learning with labels on the top blocks (full, bias, mobiletl)
   serve      continual adaptation as a service: HTTP API, spool folder, checkpoints, sd_notify
   service    "service install" writes a systemd unit that runs serve
   (predict, adapt, train, plan, profile, serve, service and bench arrive with their issues)

@@ -92,7 +92,12 @@ export class Tensor {
     return t;
   }
 
-  static full(backend: Backend, shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
+  static full(
+    backend: Backend,
+    shape: readonly number[],
+    value: number,
+    options: TensorOptions = {},
+  ): Tensor {
     const t = Tensor.empty(backend, shape, options);
     backend.run("fill", { out: t.storage, attrs: { n: t.size, value } });
     return t;
@@ -135,8 +140,8 @@ export class Tensor {
 
 function collect(result: unknown, into: Set<Tensor>): void {
   if (result instanceof Tensor) into.add(result);
-  else if (Array.isArray(result)) for (const r of result) collect(r, into);
-  else if (result && typeof result === "object") for (const r of Object.values(result)) collect(r, into);
+  else if (Array.isArray(result)) { for (const r of result) collect(r, into); }
+  else if (result && typeof result === "object") { for (const r of Object.values(result)) collect(r, into); }
 }
 
 /**
@@ -156,7 +161,7 @@ export function tidy<T>(fn: () => T): T {
   collect(result, kept);
   for (const t of scope) if (!kept.has(t)) t.dispose();
   const parent = scopes.at(-1);
-  if (parent) for (const t of kept) parent.add(t);
+  if (parent) { for (const t of kept) parent.add(t); }
   return result;
 }
 

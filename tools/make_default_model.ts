@@ -60,4 +60,6 @@ await Deno.writeTextFile(
   `${args.out}.train.json`,
   JSON.stringify({ command, backend: args.backend, ...report }, null, 2) + "\n",
 );
-console.log(`wrote ${args.out}.onnx (${onnx.length} bytes): test error ${(100 * report.val_error!).toFixed(2)}%`);
+console.log(
+  `wrote ${args.out}.onnx (${onnx.length} bytes): test error ${(100 * report.val_error!).toFixed(2)}%`,
+);

@@ -46,7 +46,15 @@ const protocolOf: Record<string, Protocol> = {
   continual: "continual",
   episodic: "episodic",
 };
-type Row = { method: string; protocol: string; error: number; domains: Record<string, number>; resets: number; ms_per_batch: number; peak_saved_bytes: number };
+type Row = {
+  method: string;
+  protocol: string;
+  error: number;
+  domains: Record<string, number>;
+  resets: number;
+  ms_per_batch: number;
+  peak_saved_bytes: number;
+};
 const rows: Row[] = [];
 for (const protocol of args.protocols!.split(",")) {
   for (const method of args.methods!.split(",")) {
@@ -60,7 +68,11 @@ for (const protocol of args.protocols!.split(",")) {
     }
     const model = await openModel(backend, args.model);
     const m = await createMethod(method, model.module);
-    const r = await runAdaptation(backend, m, domains, { batch, protocol: protocolOf[protocol], preprocess: pre });
+    const r = await runAdaptation(backend, m, domains, {
+      batch,
+      protocol: protocolOf[protocol],
+      preprocess: pre,
+    });
     m.dispose();
     model.module.dispose();
     rows.push({
@@ -79,10 +91,13 @@ for (const protocol of args.protocols!.split(",")) {
 const torch = args.torch ? JSON.parse(await Deno.readTextFile(args.torch)) : null;
 const pct = (v: number | undefined) => (v === undefined ? "–" : (100 * v).toFixed(1));
 const names = domains.map((d) => d.name);
-let md = `Errors (%) on MNIST test digits (${domains[0].set.n} per corruption, severity 5), batch ${batch}, ` +
+let md =
+  `Errors (%) on MNIST test digits (${domains[0].set.n} per corruption, severity 5), batch ${batch}, ` +
   `backend ${backend.name}.\n\n`;
 for (const protocol of args.protocols!.split(",")) {
-  md += `### ${protocol}\n\n| method | mean | ${names.join(" | ")} |\n|---|---|${names.map(() => "---").join("|")}|\n`;
+  md += `### ${protocol}\n\n| method | mean | ${names.join(" | ")} |\n|---|---|${
+    names.map(() => "---").join("|")
+  }|\n`;
   for (const r of rows.filter((r) => r.protocol === protocol)) {
     md += `| ${r.method} | ${pct(r.error)} | ${names.map((n) => pct(r.domains[n])).join(" | ")} |\n`;
   }
@@ -107,6 +122,9 @@ if (torch) {
     `${(parity.tent_max_gap_points as number).toFixed(2)} points for tent (target 1) and ` +
     `${(parity.bn_max_gap_points as number).toFixed(2)} for bn (target 0.5).\n`;
 }
-await Deno.writeTextFile(`${args.out}.json`, JSON.stringify({ batch, backend: backend.name, rows, parity }, null, 2) + "\n");
+await Deno.writeTextFile(
+  `${args.out}.json`,
+  JSON.stringify({ batch, backend: backend.name, rows, parity }, null, 2) + "\n",
+);
 await Deno.writeTextFile(`${args.out}.md`, md);
 console.log(md);

@@ -6,7 +6,7 @@
  * ledger sees exactly what backward keeps. `backward(loss)` walks nodes in reverse topological order,
  * accumulates into leaf `.grad` (ledger category "grads") and releases every node's saved state.
  */
-import { tidy, Tensor } from "../tensor.ts";
+import { Tensor, tidy } from "../tensor.ts";
 
 /** Something kept for backward; `bytes` is what the ledger counts for it. */
 export interface Saved {
@@ -103,7 +103,11 @@ function topoOrder(root: GradNode): GradNode[] {
 
 function accumulate(into: Tensor | undefined, g: Tensor): Tensor {
   if (!into) return g;
-  into.backend.run("axpy", { x: g.storage, out: into.storage, attrs: { n: g.size, alpha: 1, accumulate: true } });
+  into.backend.run("axpy", {
+    x: g.storage,
+    out: into.storage,
+    attrs: { n: g.size, alpha: 1, accumulate: true },
+  });
   g.dispose();
   return into;
 }
@@ -115,10 +119,16 @@ function accumulate(into: Tensor | undefined, g: Tensor): Tensor {
 export function backward(loss: Tensor, seed?: Tensor): void {
   const root = loss.node;
   if (!root) {
-    throw new Error(`backward(): tensor ${loss.name ?? loss.id} is not on a trainable path (no parameter needs its gradient)`);
+    throw new Error(
+      `backward(): tensor ${
+        loss.name ?? loss.id
+      } is not on a trainable path (no parameter needs its gradient)`,
+    );
   }
   if (!seed && loss.size !== 1) {
-    throw new Error(`backward(): loss must be a scalar, got shape [${loss.shape.join(", ")}]; pass a seed gradient`);
+    throw new Error(
+      `backward(): loss must be a scalar, got shape [${loss.shape.join(", ")}]; pass a seed gradient`,
+    );
   }
   const grads = new Map<GradNode, Tensor>();
   grads.set(root, seed ?? Tensor.full(loss.backend, loss.shape, 1, { category: "grads" }));

@@ -42,7 +42,14 @@ export class CpuBackend implements Backend, CpuMemory {
       ? new Float64Array(length)
       : new Float32Array(length);
     // The ledger counts device bytes: 4 per element even when f64 is used for gradient checks.
-    const s: Storage = { id: nextStorageId++, length, dtype, bytes: length * 4, category: options.category, refs: 1 };
+    const s: Storage = {
+      id: nextStorageId++,
+      length,
+      dtype,
+      bytes: length * 4,
+      category: options.category,
+      refs: 1,
+    };
     if (options.tag !== undefined) s.tag = options.tag;
     this.#arrays.set(s.id, array);
     this.ledger.allocated(s.bytes, s.category, s.tag);
@@ -96,13 +103,17 @@ export class CpuBackend implements Backend, CpuMemory {
 
   f(s: Storage): FloatArray {
     const a = this.#array(s);
-    if (a instanceof Uint32Array) throw new Error(`cpu backend: storage ${s.id} is u32, a float was expected`);
+    if (a instanceof Uint32Array) {
+      throw new Error(`cpu backend: storage ${s.id} is u32, a float was expected`);
+    }
     return a;
   }
 
   u(s: Storage): Uint32Array {
     const a = this.#array(s);
-    if (!(a instanceof Uint32Array)) throw new Error(`cpu backend: storage ${s.id} is float, u32 was expected`);
+    if (!(a instanceof Uint32Array)) {
+      throw new Error(`cpu backend: storage ${s.id} is float, u32 was expected`);
+    }
     return a;
   }
 

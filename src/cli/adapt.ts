@@ -3,14 +3,23 @@
  * Test-time adaptation over a stream of domains, with online error, resets and the ledger's measured peaks.
  */
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
-import { BACKEND_FLAG, fitPreprocess, openBackend, openModel, openStreams, PREPROCESS_FLAGS, preprocessFor } from "./common.ts";
+import {
+  BACKEND_FLAG,
+  fitPreprocess,
+  openBackend,
+  openModel,
+  openStreams,
+  PREPROCESS_FLAGS,
+  preprocessFor,
+} from "./common.ts";
 import { UsageError } from "./errors.ts";
 import { createMethod, METHODS } from "../methods/mod.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
 import { loadImages } from "../data/images.ts";
 import { exportModule } from "../onnx/export.ts";
 
-export const HELP = `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
+export const HELP =
+  `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
 
   --method source|bn|tent|eata|sar|ecotta   (default tent)
   --batch N                 images per adaptation step (default 64)
@@ -50,7 +59,11 @@ export default async function adapt(args: string[]): Promise<number> {
   if (flags.episodic && flags["reset-each-domain"]) {
     throw new UsageError("--episodic and --reset-each-domain exclude each other");
   }
-  const protocol: Protocol = flags.episodic ? "episodic" : flags["reset-each-domain"] ? "reset-each-domain" : "continual";
+  const protocol: Protocol = flags.episodic
+    ? "episodic"
+    : flags["reset-each-domain"]
+    ? "reset-each-domain"
+    : "continual";
   const batch = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
   const lr = parseNumber("lr", flags.lr, { min: 0 });
   const skipped: { images: string; name: string; reason: string }[] = [];
@@ -75,7 +88,10 @@ export default async function adapt(args: string[]): Promise<number> {
     progress: true,
   });
   if (flags.export) {
-    await Deno.writeFile(flags.export, await exportModule(model.onnx, model.module, { producerName: "edgetrain" }));
+    await Deno.writeFile(
+      flags.export,
+      await exportModule(model.onnx, model.module, { producerName: "edgetrain" }),
+    );
   }
   const out = {
     model: model.path,
@@ -88,10 +104,14 @@ export default async function adapt(args: string[]): Promise<number> {
   else {
     console.log(`method ${out.method} (${protocol}), batch ${batch}, backend ${out.backend}`);
     for (const d of out.domains) {
-      console.log(`  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`);
+      console.log(
+        `  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`,
+      );
     }
     console.log(
-      `total: ${out.n} images${out.error !== null ? `, online error ${(100 * out.error).toFixed(2)}%` : ""}, ` +
+      `total: ${out.n} images${
+        out.error !== null ? `, online error ${(100 * out.error).toFixed(2)}%` : ""
+      }, ` +
         `${out.resets} resets, ${out.skipped} skipped, ${out.ms_per_batch.toFixed(1)} ms/batch, ` +
         `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)`,
     );

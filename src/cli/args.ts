@@ -11,7 +11,9 @@ export function parseFlags<T extends Options>(
   command: string,
   args: string[],
   options: T,
-): ReturnType<typeof parseArgs<{ options: T; args: string[]; strict: true; allowPositionals: false }>>["values"] {
+): ReturnType<
+  typeof parseArgs<{ options: T; args: string[]; strict: true; allowPositionals: false }>
+>["values"] {
   try {
     return parseArgs({ options, args, strict: true, allowPositionals: false }).values;
   } catch (e) {
@@ -64,10 +66,15 @@ export function parseNumber(
   const bad = !Number.isFinite(v) || (options.integer && !Number.isInteger(v)) ||
     (options.min !== undefined && v < options.min) || (options.max !== undefined && v > options.max);
   if (bad) {
-    const range = [options.min !== undefined ? `>= ${options.min}` : "", options.max !== undefined ? `<= ${options.max}` : ""]
+    const range = [
+      options.min !== undefined ? `>= ${options.min}` : "",
+      options.max !== undefined ? `<= ${options.max}` : "",
+    ]
       .filter(Boolean).join(" and ");
     throw new UsageError(
-      `--${flag} "${value}" must be ${options.integer ? "an integer" : "a number"}${range ? ` ${range}` : ""}`,
+      `--${flag} "${value}" must be ${options.integer ? "an integer" : "a number"}${
+        range ? ` ${range}` : ""
+      }`,
     );
   }
   return v;
@@ -84,7 +91,11 @@ export function parseNumberList(flag: string, value: string | undefined): number
   return nums;
 }
 
-export function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+export function oneOf<T extends string>(
+  flag: string,
+  value: string | undefined,
+  allowed: readonly T[],
+): T | undefined {
   if (value === undefined) return undefined;
   if (!(allowed as readonly string[]).includes(value)) {
     throw new UsageError(`--${flag} "${value}" is not one of ${allowed.join(", ")}`);

@@ -42,7 +42,11 @@ export async function openBackend(choice: string | undefined, log = true): Promi
     return await createWebGpuBackend();
   } catch (e) {
     if (which === "webgpu") throw e;
-    if (log) console.error(`edgetrain: WebGPU unavailable (${(e as Error).message.split("\n")[0]}); using the CPU backend`);
+    if (log) {
+      console.error(
+        `edgetrain: WebGPU unavailable (${(e as Error).message.split("\n")[0]}); using the CPU backend`,
+      );
+    }
     return new CpuBackend();
   }
 }
@@ -108,13 +112,17 @@ export function fitPreprocess(
   what: string,
 ): PreprocessOptions {
   const out = { ...pre };
-  if (model.inputShape && out.channels === undefined && model.inputShape[0] !== set.channels) out.channels = model.inputShape[0];
+  if (model.inputShape && out.channels === undefined && model.inputShape[0] !== set.channels) {
+    out.channels = model.inputShape[0];
+  }
   const shape = outputShape(set, out);
   const want = model.inputShape;
   if (want && (shape.channels !== want[0] || shape.height !== want[1] || shape.width !== want[2])) {
     throw new Error(
       `Images "${what}" are ${set.channels}x${set.height}x${set.width} and preprocess to ` +
-        `${shape.channels}x${shape.height}x${shape.width}, but model "${model.path}" expects ${want.join("x")} ` +
+        `${shape.channels}x${shape.height}x${shape.width}, but model "${model.path}" expects ${
+          want.join("x")
+        } ` +
         `(use --pad, --size, --channels or a sidecar ${model.path.replace(/\.onnx$/i, "")}.json)`,
     );
   }
@@ -127,9 +135,13 @@ export async function openStreams(
   labels: string[] | undefined,
   onSkip?: (file: string, reason: string) => void,
 ): Promise<{ name: string; set: ImageSet }[]> {
-  if (!images?.length) throw new UsageError("--images is required (an IDX file or a folder of PNG/JPEG files)");
+  if (!images?.length) {
+    throw new UsageError("--images is required (an IDX file or a folder of PNG/JPEG files)");
+  }
   if (labels?.length && labels.length !== images.length) {
-    throw new UsageError(`${images.length} --images but ${labels.length} --labels: give one labels file per images`);
+    throw new UsageError(
+      `${images.length} --images but ${labels.length} --labels: give one labels file per images`,
+    );
   }
   const out: { name: string; set: ImageSet }[] = [];
   for (const [i, path] of images.entries()) {
@@ -139,7 +151,9 @@ export async function openStreams(
       onSkip: (e) => onSkip?.(path, e.message),
     });
     if (labels?.[i] && set.labels && set.labels.length !== set.n) {
-      throw new Error(`Labels "${labels[i]}" have ${set.labels.length} entries but images "${path}" have ${set.n}`);
+      throw new Error(
+        `Labels "${labels[i]}" have ${set.labels.length} entries but images "${path}" have ${set.n}`,
+      );
     }
     out.push({ name: path, set });
   }

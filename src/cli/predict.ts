@@ -3,7 +3,15 @@
  * Inference with the model as exported (eval mode, running statistics); error when labels are given.
  */
 import { parseFlags, parseNumber } from "./args.ts";
-import { BACKEND_FLAG, fitPreprocess, openBackend, openModel, openStreams, PREPROCESS_FLAGS, preprocessFor } from "./common.ts";
+import {
+  BACKEND_FLAG,
+  fitPreprocess,
+  openBackend,
+  openModel,
+  openStreams,
+  PREPROCESS_FLAGS,
+  preprocessFor,
+} from "./common.ts";
 import { SourceOnly } from "../methods/bn_adapt.ts";
 import { runAdaptation } from "../methods/run.ts";
 
@@ -41,7 +49,11 @@ export default async function predict(args: string[]): Promise<number> {
   const pre = fitPreprocess(streams[0].set, basePre, model, streams[0].name);
   for (const s of streams.slice(1)) fitPreprocess(s.set, basePre, model, s.name);
   const method = new SourceOnly(model.module);
-  const report = await runAdaptation(backend, method, streams, { batch, preprocess: pre, progress: !flags.json });
+  const report = await runAdaptation(backend, method, streams, {
+    batch,
+    preprocess: pre,
+    progress: !flags.json,
+  });
   const out = {
     model: model.path,
     backend: backend.name,
@@ -57,10 +69,14 @@ export default async function predict(args: string[]): Promise<number> {
   if (flags.json) console.log(JSON.stringify(out));
   else {
     for (const d of report.domains) {
-      console.log(`${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`);
+      console.log(
+        `${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`,
+      );
     }
     console.log(
-      `total: ${out.n} images on ${out.backend}${out.error !== null ? `, error ${(100 * out.error).toFixed(2)}%` : ""}, ` +
+      `total: ${out.n} images on ${out.backend}${
+        out.error !== null ? `, error ${(100 * out.error).toFixed(2)}%` : ""
+      }, ` +
         `${out.ms_per_batch.toFixed(1)} ms/batch`,
     );
   }

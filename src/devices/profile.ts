@@ -66,7 +66,9 @@ export async function loadProfile(nameOrPath: string): Promise<DeviceProfile> {
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new ProfileError(
-        `Unknown device "${nameOrPath}": not a built-in profile (${builtinProfileNames().join(", ")}) nor a file`,
+        `Unknown device "${nameOrPath}": not a built-in profile (${
+          builtinProfileNames().join(", ")
+        }) nor a file`,
       );
     }
     throw new ProfileError(`Cannot read device profile "${nameOrPath}": ${(e as Error).message}`);

@@ -31,8 +31,10 @@ function matchesType(v: unknown, type: NonNullable<Schema["type"]>): boolean {
       return Array.isArray(v);
     case "object":
       return typeOf(v) === "object";
-    default:
-      return typeof v === type;
+    case "string":
+      return typeof v === "string";
+    case "boolean":
+      return typeof v === "boolean";
   }
 }
 
@@ -43,7 +45,11 @@ export function validate(value: unknown, schema: Schema, path = "$"): string[] {
     return [`${path}: expected ${schema.type}, got ${typeOf(value)} ${JSON.stringify(value)}`];
   }
   if (schema.enum && !schema.enum.includes(value)) {
-    errors.push(`${path}: ${JSON.stringify(value)} is not one of ${schema.enum.map((e) => JSON.stringify(e)).join(", ")}`);
+    errors.push(
+      `${path}: ${JSON.stringify(value)} is not one of ${
+        schema.enum.map((e) => JSON.stringify(e)).join(", ")
+      }`,
+    );
   }
   if (schema.minimum !== undefined && typeof value === "number" && value < schema.minimum) {
     errors.push(`${path}: ${value} is below the minimum ${schema.minimum}`);

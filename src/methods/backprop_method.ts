@@ -29,7 +29,12 @@ export interface OptimizerConfig {
 
 export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD {
   return c.kind === "adam"
-    ? new Adam(params, { lr: c.lr, beta1: c.beta1 ?? 0.9, beta2: c.beta2 ?? 0.999, weightDecay: c.weightDecay ?? 0 })
+    ? new Adam(params, {
+      lr: c.lr,
+      beta1: c.beta1 ?? 0.9,
+      beta2: c.beta2 ?? 0.999,
+      weightDecay: c.weightDecay ?? 0,
+    })
     : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
 }
 

@@ -24,7 +24,14 @@ export class BnAdapt implements TtaMethod {
     const classes = logits.shape[1];
     const host = Float32Array.from(await logits.data());
     logits.dispose();
-    return { logits: host, classes, entropy: logitStats(host, classes).meanEntropy, updated: false, used: 0, reset: false };
+    return {
+      logits: host,
+      classes,
+      entropy: logitStats(host, classes).meanEntropy,
+      updated: false,
+      used: 0,
+      reset: false,
+    };
   }
 
   reset(): void {
@@ -60,7 +67,14 @@ export class SourceOnly implements TtaMethod {
     const classes = logits.shape[1];
     const host = Float32Array.from(await logits.data());
     logits.dispose();
-    return { logits: host, classes, entropy: logitStats(host, classes).meanEntropy, updated: false, used: 0, reset: false };
+    return {
+      logits: host,
+      classes,
+      entropy: logitStats(host, classes).meanEntropy,
+      updated: false,
+      used: 0,
+      reset: false,
+    };
   }
 
   reset(): void {}

@@ -66,7 +66,10 @@ export class Eata extends BackpropMethod {
     const selected: number[] = [];
     for (let i = 0; i < n; i++) {
       if (!(stats.entropies[i] < e0)) continue;
-      if (this.#meanProbs && !(Math.abs(cosine(stats.probs, i * classes, this.#meanProbs, classes)) < this.#dMargin)) {
+      if (
+        this.#meanProbs &&
+        !(Math.abs(cosine(stats.probs, i * classes, this.#meanProbs, classes)) < this.#dMargin)
+      ) {
         continue;
       }
       selected.push(i);
@@ -88,7 +91,9 @@ export class Eata extends BackpropMethod {
   #updateMeanProbs(probs: Float64Array, selected: number[], classes: number): void {
     if (selected.length === 0) return;
     const mean = new Float64Array(classes);
-    for (const i of selected) for (let c = 0; c < classes; c++) mean[c] += probs[i * classes + c] / selected.length;
+    for (const i of selected) {
+      for (let c = 0; c < classes; c++) mean[c] += probs[i * classes + c] / selected.length;
+    }
     if (!this.#meanProbs) this.#meanProbs = mean;
     else for (let c = 0; c < classes; c++) this.#meanProbs[c] = 0.9 * this.#meanProbs[c] + 0.1 * mean[c];
   }
@@ -96,7 +101,9 @@ export class Eata extends BackpropMethod {
   protected override async update(x: Tensor, stats: LogitStats, used: number): Promise<string | null> {
     if (!this.#inFisherPhase) return await super.update(x, stats, used);
     this.#fisherSeen++;
-    this.#fisher ??= this.params.map((p) => keep(Tensor.zeros(p.backend, p.shape, { category: "optimizer" })));
+    this.#fisher ??= this.params.map((p) =>
+      keep(Tensor.zeros(p.backend, p.shape, { category: "optimizer" }))
+    );
     this.params.forEach((p, i) => {
       if (!p.grad) return;
       const g2 = mul(p.grad, p.grad);
@@ -112,7 +119,11 @@ export class Eata extends BackpropMethod {
     if (this.#fisherSeen === this.#fisherBatches) {
       this.#anchors = this.params.map((p) => {
         const a = keep(Tensor.empty(p.backend, p.shape, { category: "optimizer" }));
-        p.backend.run("copy", { x: p.storage, out: a.storage, attrs: { n: p.size, srcOffset: 0, dstOffset: 0 } });
+        p.backend.run("copy", {
+          x: p.storage,
+          out: a.storage,
+          attrs: { n: p.size, srcOffset: 0, dstOffset: 0 },
+        });
         return a;
       });
     }

@@ -16,7 +16,11 @@ export interface MethodOptions {
   warmup?: { set: ImageSet; preprocess?: PreprocessOptions };
 }
 
-export async function createMethod(name: string, model: Module, options: MethodOptions = {}): Promise<TtaMethod> {
+export async function createMethod(
+  name: string,
+  model: Module,
+  options: MethodOptions = {},
+): Promise<TtaMethod> {
   const lr = options.lr === undefined ? {} : { lr: options.lr };
   switch (name) {
     case "source":

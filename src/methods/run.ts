@@ -94,7 +94,9 @@ export async function runAdaptation(
 ): Promise<AdaptReport> {
   const protocol = options.protocol ?? "continual";
   const batch = options.batch;
-  if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`adapt: batch must be a positive integer, got ${batch}`);
+  if (!(Number.isInteger(batch) && batch >= 1)) {
+    throw new Error(`adapt: batch must be a positive integer, got ${batch}`);
+  }
   const total = domains.reduce((s, d) => s + d.set.n, 0);
   const progress = options.progress === false ? null : new Progress({ label: method.name, total });
   backend.ledger.resetPeak();
@@ -131,7 +133,11 @@ export async function runAdaptation(
       for (const [i, good] of ok.entries()) {
         if (good) continue;
         const name = imageName(set, idx[i]);
-        report.skipped_inputs.push({ images: domain.name, name, reason: "NaN or infinite value after preprocessing" });
+        report.skipped_inputs.push({
+          images: domain.name,
+          name,
+          reason: "NaN or infinite value after preprocessing",
+        });
         skipped++;
       }
       if (keepIdx.length < idx.length) {
@@ -142,7 +148,9 @@ export async function runAdaptation(
         const per = x.length / idx.length;
         const kept = new Float32Array(keepIdx.length * per);
         let k = 0;
-        for (const [i, good] of ok.entries()) if (good) kept.set(x.subarray(i * per, (i + 1) * per), per * k++);
+        for (const [i, good] of ok.entries()) {
+          if (good) kept.set(x.subarray(i * per, (i + 1) * per), per * k++);
+        }
         x = kept;
       }
       if (protocol === "episodic") method.reset();

@@ -68,7 +68,11 @@ export class Sar extends BackpropMethod {
     const perturb = (sign: number) =>
       this.params.forEach((p, i) => {
         const e = Tensor.from(p.backend, grads[i], p.shape, { category: "workspace" });
-        p.backend.run("axpy", { x: e.storage, out: p.storage, attrs: { n: p.size, alpha: sign * s, accumulate: true } });
+        p.backend.run("axpy", {
+          x: e.storage,
+          out: p.storage,
+          attrs: { n: p.size, alpha: sign * s, accumulate: true },
+        });
         e.dispose();
       });
     perturb(+1);

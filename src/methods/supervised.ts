@@ -27,6 +27,11 @@ export interface TrainOptions {
   val?: ImageSet;
   progress?: boolean;
   label?: string;
+  /**
+   * Put the model in its training configuration at the start of every epoch (default: model.train()).
+   * Methods that train some BatchNorms with batch statistics and keep others frozen (MobileTL) set it.
+   */
+  setMode?: (model: Module) => void;
 }
 
 export interface TrainReport {
@@ -115,7 +120,8 @@ export async function trainSupervised(
   };
   let ms = 0;
   for (let epoch = 0; epoch < options.epochs; epoch++) {
-    model.train();
+    if (options.setMode) options.setMode(model);
+    else model.train();
     const order = visitOrder(train.n, { shuffle: true, seed: (options.seed ?? 0) + epoch });
     let wrong = 0, seen = 0, lossSum = 0;
     for (let s = 0; s < train.n; s += options.batch) {
@@ -148,12 +154,20 @@ export async function trainSupervised(
       seen += idx.length;
       lossSum += lossValue * idx.length;
       report.steps++;
-      progress?.tick(1, `epoch ${epoch + 1}/${options.epochs} loss ${(lossSum / seen).toFixed(3)} err ${(100 * wrong / seen).toFixed(1)}%`);
+      progress?.tick(
+        1,
+        `epoch ${epoch + 1}/${options.epochs} loss ${(lossSum / seen).toFixed(3)} err ${
+          (100 * wrong / seen).toFixed(1)
+        }%`,
+      );
     }
     report.train_error = wrong / seen;
     report.train_loss = lossSum / seen;
     if (options.val) {
-      const e = await evaluate(backend, model, options.val, { batch: options.batch, preprocess: options.preprocess });
+      const e = await evaluate(backend, model, options.val, {
+        batch: options.batch,
+        preprocess: options.preprocess,
+      });
       report.val_errors.push(e);
       report.val_error = e;
     }

@@ -54,7 +54,9 @@ export function trainBnAffine(model: Module): Tensor[] {
     if (bn.affine) affine.add(bn.weight).add(bn.bias);
   }
   if (affine.size === 0) {
-    throw new Error("The model has no affine BatchNormalization layers to adapt (was BN folded into Conv at export?)");
+    throw new Error(
+      "The model has no affine BatchNormalization layers to adapt (was BN folded into Conv at export?)",
+    );
   }
   return model.setTrainable((_name, p) => affine.has(p));
 }

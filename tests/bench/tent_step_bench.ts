@@ -11,7 +11,7 @@ import type { Backend } from "../../src/backend/backend.ts";
 import { buildIrbNet, InvertedResidual, type IrbNet } from "../../src/nn/mobilenet.ts";
 import { Sequential } from "../../src/nn/module.ts";
 import type { Module } from "../../src/nn/module.ts";
-import { BatchNorm2d, Conv2d, Linear } from "../../src/nn/layers.ts";
+import { BatchNorm2d, Conv2d, type Linear } from "../../src/nn/layers.ts";
 import { Tent } from "../../src/methods/tent.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { Rng } from "../../src/random.ts";
@@ -28,7 +28,11 @@ function input(batch: number): Float32Array {
   return new Rng(11).normals(batch * 32 * 32);
 }
 
-export async function edgetrainTentStep(b: Backend, steps = 5, batch = TENT_BATCH): Promise<StepTiming & { peak_saved_bytes: number }> {
+export async function edgetrainTentStep(
+  b: Backend,
+  steps = 5,
+  batch = TENT_BATCH,
+): Promise<StepTiming & { peak_saved_bytes: number }> {
   const net = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
   const tent = await Tent.create(net);
   const x = Tensor.from(b, input(batch), [batch, 1, 32, 32]);
@@ -69,7 +73,12 @@ function tfConv(m: Conv2d, state: Record<string, Float32Array>, prefix: string):
   }
   const wt = tf.tensor4d(data, shape);
   const pad = m.padding[0];
-  const pads: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [pad, pad], [pad, pad], [0, 0]];
+  const pads: [[number, number], [number, number], [number, number], [number, number]] = [
+    [0, 0],
+    [pad, pad],
+    [pad, pad],
+    [0, 0],
+  ];
   const s = m.stride[0];
   return (x) =>
     depthwise
@@ -77,7 +86,12 @@ function tfConv(m: Conv2d, state: Record<string, Float32Array>, prefix: string):
       : tf.conv2d(x, wt as tf.Tensor4D, s, pads as unknown as "valid");
 }
 
-function tfBn(m: BatchNorm2d, state: Record<string, Float32Array>, prefix: string, vars: tf.Variable[]): TfLayer {
+function tfBn(
+  m: BatchNorm2d,
+  state: Record<string, Float32Array>,
+  prefix: string,
+  vars: tf.Variable[],
+): TfLayer {
   const gamma = tf.variable(tf.tensor1d(state[`${prefix}.weight`]));
   const beta = tf.variable(tf.tensor1d(state[`${prefix}.bias`]));
   vars.push(gamma, beta);
@@ -87,7 +101,12 @@ function tfBn(m: BatchNorm2d, state: Record<string, Float32Array>, prefix: strin
   };
 }
 
-function mirror(m: Module, prefix: string, state: Record<string, Float32Array>, vars: tf.Variable[]): TfLayer {
+function mirror(
+  m: Module,
+  prefix: string,
+  state: Record<string, Float32Array>,
+  vars: tf.Variable[],
+): TfLayer {
   const p = (s: string) => (prefix ? `${prefix}.${s}` : s);
   if (m instanceof Sequential) {
     const layers = m.layers.map((l, i) => mirror(l, p(String(i)), state, vars));
@@ -103,7 +122,11 @@ function mirror(m: Module, prefix: string, state: Record<string, Float32Array>, 
   throw new Error(`bench: cannot mirror ${m.constructor.name} at "${prefix}"`);
 }
 
-export async function tfjsTentStep(net: IrbNet, steps = 5, batch = TENT_BATCH): Promise<StepTiming & { backend: string }> {
+export async function tfjsTentStep(
+  net: IrbNet,
+  steps = 5,
+  batch = TENT_BATCH,
+): Promise<StepTiming & { backend: string }> {
   await tf.setBackend("webgpu");
   await tf.ready();
   const state = await net.state();

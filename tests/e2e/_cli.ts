@@ -9,7 +9,10 @@ const runtimeDir = Deno.makeTempDirSync({ prefix: "edgetrain-xdg-" });
 Deno.chmodSync(runtimeDir, 0o700);
 globalThis.addEventListener("unload", () => Deno.removeSync(runtimeDir, { recursive: true }));
 
-export async function runCli(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<CliResult> {
   const main = new URL("../../main.ts", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--unstable-webgpu", main, ...args],
@@ -25,5 +28,10 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Reco
 export const STREAMS = "fixtures/streams/mnist_c";
 
 export function stream(name: string): string[] {
-  return ["--images", `${STREAMS}/${name}-images-idx3-ubyte.gz`, "--labels", `${STREAMS}/${name}-labels-idx1-ubyte.gz`];
+  return [
+    "--images",
+    `${STREAMS}/${name}-images-idx3-ubyte.gz`,
+    "--labels",
+    `${STREAMS}/${name}-labels-idx1-ubyte.gz`,
+  ];
 }

@@ -1,11 +1,14 @@
 import { equal, match, ok } from "node:assert/strict";
-import { runCli, STREAMS, stream } from "./_cli.ts";
+import { runCli, stream, STREAMS } from "./_cli.ts";
 import { decodeModelProto, encodeModelProto } from "../../src/onnx/onnx_proto.ts";
 
 const TORCH = "fixtures/models/torch_mnist_cnn";
 
 Deno.test("edgetrain predict reproduces PyTorch's accuracy on a PyTorch-exported model (eval and PRESERVE forms)", async () => {
-  const expected = JSON.parse(await Deno.readTextFile(`${TORCH}.errors.json`)).errors as Record<string, number>;
+  const expected = JSON.parse(await Deno.readTextFile(`${TORCH}.errors.json`)).errors as Record<
+    string,
+    number
+  >;
   const names = ["clean", "gaussian_noise-s5", "motion_blur-s5"];
   for (const form of ["eval", "preserve"]) {
     const r = await runCli([
@@ -37,20 +40,44 @@ Deno.test("edgetrain predict ends bad input with one clear line on stderr and a 
   const model = ["--model", `${TORCH}_eval.onnx`, "--backend", "cpu"];
   const cases: [string, string[], RegExp][] = [
     ["missing file", [...model, "--images", `${dir}/nope-idx3-ubyte`], /Cannot read images .*no such file/],
-    ["missing model", ["--model", `${dir}/nope.onnx`, "--images", `${STREAMS}/clean-images-idx3-ubyte.gz`], /nope\.onnx/],
+    [
+      "missing model",
+      ["--model", `${dir}/nope.onnx`, "--images", `${STREAMS}/clean-images-idx3-ubyte.gz`],
+      /nope\.onnx/,
+    ],
   ];
   // IDX with a wrong magic, and one truncated.
-  await Deno.writeFile(`${dir}/bad-magic-idx3-ubyte`, new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]));
-  cases.push(["wrong magic", [...model, "--images", `${dir}/bad-magic-idx3-ubyte`], /magic 0x00000000 is not 0x00000803/]);
-  await Deno.writeFile(`${dir}/short-idx3-ubyte`, new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]));
+  await Deno.writeFile(
+    `${dir}/bad-magic-idx3-ubyte`,
+    new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]),
+  );
+  cases.push([
+    "wrong magic",
+    [...model, "--images", `${dir}/bad-magic-idx3-ubyte`],
+    /magic 0x00000000 is not 0x00000803/,
+  ]);
+  await Deno.writeFile(
+    `${dir}/short-idx3-ubyte`,
+    new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]),
+  );
   cases.push(["truncated", [...model, "--images", `${dir}/short-idx3-ubyte`], /short-idx3-ubyte/]);
   // 28x28 digits padded to 32x32 do not fit a 28x28 model.
-  cases.push(["size", [...model, ...stream("clean"), "--pad", "2"], /preprocess to 1x32x32, but model .* expects 1x28x28/]);
+  cases.push([
+    "size",
+    [...model, ...stream("clean"), "--pad", "2"],
+    /preprocess to 1x32x32, but model .* expects 1x28x28/,
+  ]);
   // Labels of another stream length.
   await Deno.writeFile(`${dir}/three-labels-idx1-ubyte`, new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]));
   cases.push([
     "labels count",
-    [...model, "--images", `${STREAMS}/clean-images-idx3-ubyte.gz`, "--labels", `${dir}/three-labels-idx1-ubyte`],
+    [
+      ...model,
+      "--images",
+      `${STREAMS}/clean-images-idx3-ubyte.gz`,
+      "--labels",
+      `${dir}/three-labels-idx1-ubyte`,
+    ],
     /3 labels.*500|500.*3/,
   ]);
   cases.push(["NaN flag", [...model, ...stream("clean"), "--std", "0"], /std/]);

@@ -44,7 +44,10 @@ Deno.test("parseProfile() names the field and value that break the schema", () =
   equal(parseProfile(base, "x").name, "x");
   const wrong = (patch: Record<string, unknown>) => () => parseProfile({ ...base, ...patch }, "f.json");
   throws(wrong({ kind: "toaster" }), /Invalid device profile "f.json": \$\.kind: "toaster" is not one of/);
-  throws(wrong({ memory: { total_bytes: 100, shared: true, usable_bytes: 500 } }), /usable_bytes 500 exceeds total_bytes 100/);
+  throws(
+    wrong({ memory: { total_bytes: 100, shared: true, usable_bytes: 500 } }),
+    /usable_bytes 500 exceeds total_bytes 100/,
+  );
   throws(wrong({ bandwidth_gbps: "fast" }), /\$\.bandwidth_gbps: expected number, got string "fast"/);
   throws(wrong({ extra: 1 }), /unknown field "extra"/);
 });

@@ -86,7 +86,12 @@ Deno.test("Eata.step() spends its first batches on the Fisher estimate, then ada
   const net = smallNet();
   const before = await snapshot(net);
   // E0 = 1.0 * ln C keeps every sample: the random net is uncertain.
-  const eata = await Eata.create(net, { lr: 1e-2, entropyMargin: 1.0, redundancyMargin: 2, fisherBatches: 2 });
+  const eata = await Eata.create(net, {
+    lr: 1e-2,
+    entropyMargin: 1.0,
+    redundancyMargin: 2,
+    fisherBatches: 2,
+  });
   const x = batch(4);
   for (let i = 0; i < 2; i++) {
     await eata.step(x);
