@@ -4,7 +4,7 @@
  * more `ctx.dispatch` calls; the backend encodes them into the current command buffer (no submit per
  * dispatch) and submits on read/sync.
  */
-import type { Storage } from "../backend.ts";
+import type { DType, Storage } from "../backend.ts";
 import type { KernelArgs, KernelName } from "../kernels.ts";
 
 /** A storage bound whole, or an element range of it (for tensors over maxStorageBufferBindingSize). */
@@ -29,6 +29,11 @@ export interface GpuContext {
   readonly device: GPUDevice;
   readonly limits: GPUSupportedLimits;
   dispatch(options: DispatchOptions): void;
+  /**
+   * A scratch storage (ledger category "workspace") that lives until the current run() returns. Freeing it
+   * right after encoding is safe: later GPU work that reuses the buffer is queue-ordered after this run.
+   */
+  temp(length: number, dtype?: DType): Storage;
 }
 
 export type GpuKernel<K extends KernelName> = (args: KernelArgs<K>, ctx: GpuContext) => void;

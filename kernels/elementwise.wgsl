@@ -1,0 +1,209 @@
+// Elementwise kernels of kernels.ts: fill, copy, unary, unary_grad, binary, axpy.
+//
+// Every invocation walks its elements with a grid-stride loop, so a capped grid covers any n. A storage
+// larger than maxStorageBufferBindingSize is processed in chunks, each bound as a window whose start is
+// rounded down to the offset alignment: `*_off` is where the chunk's first element sits in its window.
+
+override WG: u32 = 256u;
+// Op code (UNARY_OPS / BINARY_OPS in src/backend/webgpu/kernel_elementwise.ts), fixed per pipeline.
+override OP: u32 = 0u;
+
+// fill: the value's bit pattern, so one entry fills f32 and u32 storages.
+struct FillParams {
+  n: u32,
+  out_off: u32,
+  bits: u32,
+}
+@group(0) @binding(0) var<storage, read_write> fill_out: array<u32>;
+@group(0) @binding(1) var<uniform> fill_p: FillParams;
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var i = gid.x; i < fill_p.n; i += nwg.x * WG) {
+    fill_out[fill_p.out_off + i] = fill_p.bits;
+  }
+}
+
+// copy: bit copy, for f32 and u32 alike.
+struct CopyParams {
+  n: u32,
+  x_off: u32,
+  out_off: u32,
+}
+@group(0) @binding(0) var<storage, read> copy_x: array<u32>;
+@group(0) @binding(1) var<storage, read_write> copy_out: array<u32>;
+@group(0) @binding(2) var<uniform> copy_p: CopyParams;
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var i = gid.x; i < copy_p.n; i += nwg.x * WG) {
+    copy_out[copy_p.out_off + i] = copy_x[copy_p.x_off + i];
+  }
+}
+
+fn hardsigmoid(v: f32) -> f32 {
+  return clamp(v / 6.0 + 0.5, 0.0, 1.0);
+}
+
+fn unary_f(v: f32, alpha: f32, beta: f32) -> f32 {
+  switch OP {
+    case 1u: { return -v; }
+    case 2u: { return select(0.0, v, v > 0.0); }
+    case 3u: { return min(max(v, 0.0), 6.0); }
+    case 4u: { return min(max(v, alpha), beta); }
+    case 5u: { return v * hardsigmoid(v); }
+    case 6u: { return hardsigmoid(v); }
+    case 7u: { return 1.0 / (1.0 + exp(-v)); }
+    case 8u: { return exp(v); }
+    case 9u: { return log(v); }
+    case 10u: { return sqrt(v); }
+    case 11u: { return inverseSqrt(v); }
+    case 12u: { return v * v; }
+    case 13u: { return abs(v); }
+    case 14u: { return sign(v); }
+    default: { return v; }
+  }
+}
+
+// f'(x), with PyTorch's choices at the kinks (kernels.ts unary_grad).
+fn unary_df(v: f32, alpha: f32, beta: f32) -> f32 {
+  switch OP {
+    case 1u: { return -1.0; }
+    case 2u: { return select(0.0, 1.0, v > 0.0); }
+    case 3u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
+    case 4u: { return select(0.0, 1.0, v > alpha && v < beta); }
+    case 5u: {
+      if (v < -3.0) { return 0.0; }
+      if (v > 3.0) { return 1.0; }
+      return (2.0 * v + 3.0) / 6.0;
+    }
+    case 6u: { return select(0.0, 1.0 / 6.0, v > -3.0 && v < 3.0); }
+    case 7u: {
+      let s = 1.0 / (1.0 + exp(-v));
+      return s * (1.0 - s);
+    }
+    case 8u: { return exp(v); }
+    case 9u: { return 1.0 / v; }
+    case 10u: { return 0.5 / sqrt(v); }
+    case 11u: { return -0.5 / (v * sqrt(v)); }
+    case 12u: { return 2.0 * v; }
+    case 13u: { return sign(v); }
+    case 14u: { return 0.0; }
+    default: { return 1.0; }
+  }
+}
+
+struct UnaryParams {
+  n: u32,
+  x_off: u32,
+  out_off: u32,
+  alpha: f32,
+  beta: f32,
+}
+@group(0) @binding(0) var<storage, read> unary_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> unary_out: array<f32>;
+@group(0) @binding(2) var<uniform> unary_p: UnaryParams;
+
+@compute @workgroup_size(WG)
+fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let p = unary_p;
+  for (var i = gid.x; i < p.n; i += nwg.x * WG) {
+    unary_out[p.out_off + i] = unary_f(unary_x[p.x_off + i], p.alpha, p.beta);
+  }
+}
+
+struct UnaryGradParams {
+  n: u32,
+  x_off: u32,
+  dy_off: u32,
+  out_off: u32,
+  alpha: f32,
+  beta: f32,
+}
+@group(0) @binding(0) var<storage, read> ug_x: array<f32>;
+@group(0) @binding(1) var<storage, read> ug_dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ug_out: array<f32>;
+@group(0) @binding(3) var<uniform> ug_p: UnaryGradParams;
+
+@compute @workgroup_size(WG)
+fn unary_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let p = ug_p;
+  for (var i = gid.x; i < p.n; i += nwg.x * WG) {
+    ug_out[p.out_off + i] = ug_dy[p.dy_off + i] * unary_df(ug_x[p.x_off + i], p.alpha, p.beta);
+  }
+}
+
+// binary: the output is dense over a rank-6 shape; each input moves by its own strides (0 = broadcast).
+// Words of `dims`: shape[0..6], a strides[6..12], b strides[12..18]. Offsets wrap modulo 2^32 on purpose:
+// a chunk's window may start after the sub-problem's base, and only the final sums must be in range.
+struct BinaryParams {
+  dims: array<vec4<u32>, 5>,
+  n: u32,
+  r0: u32,
+  a_off: u32,
+  b_off: u32,
+  out_off: u32,
+}
+@group(0) @binding(0) var<storage, read> bin_a: array<f32>;
+@group(0) @binding(1) var<storage, read> bin_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bin_out: array<f32>;
+@group(0) @binding(3) var<uniform> bin_p: BinaryParams;
+
+fn bin_word(i: u32) -> u32 {
+  return bin_p.dims[i / 4u][i % 4u];
+}
+
+fn binary_f(a: f32, b: f32) -> f32 {
+  switch OP {
+    case 1u: { return a - b; }
+    case 2u: { return a * b; }
+    case 3u: { return a / b; }
+    case 4u: { return max(a, b); }
+    case 5u: { return min(a, b); }
+    default: { return a + b; }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let n = bin_p.n;
+  for (var i = gid.x; i < n; i += nwg.x * WG) {
+    var rem = bin_p.r0 + i;
+    var ia = bin_p.a_off;
+    var ib = bin_p.b_off;
+    for (var d = 5u; rem != 0u; d--) {
+      let s = bin_word(d);
+      let q = rem / s;
+      let idx = rem - q * s;
+      ia += idx * bin_word(6u + d);
+      ib += idx * bin_word(12u + d);
+      rem = q;
+    }
+    bin_out[bin_p.out_off + i] = binary_f(bin_a[ia], bin_b[ib]);
+  }
+}
+
+struct AxpyParams {
+  n: u32,
+  x_off: u32,
+  out_off: u32,
+  accumulate: u32,
+  alpha: f32,
+}
+@group(0) @binding(0) var<storage, read> axpy_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> axpy_out: array<f32>;
+@group(0) @binding(2) var<uniform> axpy_p: AxpyParams;
+
+@compute @workgroup_size(WG)
+fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let p = axpy_p;
+  for (var i = gid.x; i < p.n; i += nwg.x * WG) {
+    let v = p.alpha * axpy_x[p.x_off + i];
+    // Not accumulating must not read out: its old contents may be NaN (a fresh pooled buffer).
+    if (p.accumulate != 0u) {
+      axpy_out[p.out_off + i] += v;
+    } else {
+      axpy_out[p.out_off + i] = v;
+    }
+  }
+}

@@ -1,0 +1,22 @@
+/** The WebGPU kernel table: one entry per kernel in kernels.ts, gathered from the per-family files. */
+import type { GpuKernelTable } from "./context.ts";
+import { convKernels } from "./kernel_conv.ts";
+import { elementwiseKernels } from "./kernel_elementwise.ts";
+import { matmulKernels } from "./kernel_matmul.ts";
+import { normKernels } from "./kernel_norm.ts";
+import { optimKernels } from "./kernel_optim.ts";
+import { quantKernels } from "./kernel_quant.ts";
+import { reduceKernels } from "./kernel_reduce.ts";
+import { softmaxKernels } from "./kernel_softmax.ts";
+
+// Partial: a kernel added to kernels.ts before its WebGPU version makes WebGpuBackend.run throw a clear error.
+export const webgpuKernels: Partial<GpuKernelTable> = {
+  ...elementwiseKernels,
+  ...reduceKernels,
+  ...normKernels,
+  ...softmaxKernels,
+  ...optimKernels,
+  ...matmulKernels,
+  ...convKernels,
+  ...quantKernels,
+};

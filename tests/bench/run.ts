@@ -1,0 +1,157 @@
+/**
+ * `deno task bench`: throughput of edgetrain's WebGPU kernels next to TF.js WebGPU, printed as a table and
+ * written as JSON (bench.json, or --out PATH).
+ *
+ *   deno task bench [--out bench.json] [--quick] [--filter conv1x1] [--no-tfjs] [--min-ms 400] [--rounds 3]
+ *
+ * Each section is an exported function (BenchContext) => Promise<SectionResult>; add one to SECTIONS (e.g. a
+ * TENT step) and it is run, printed and written like the kernel section. Not part of `deno task test`.
+ */
+import type { Backend } from "../../src/backend/backend.ts";
+import { createWebGpuBackend } from "../../src/backend/webgpu/mod.ts";
+import { benchKernels, type KernelRow, type Timing } from "./kernels_bench.ts";
+import { createTfjsPeer, type TfjsPeer } from "./tfjs_peer.ts";
+
+export interface BenchOptions {
+  quick: boolean;
+  filter?: string;
+  minMs: number;
+  rounds: number;
+}
+
+export interface BenchContext {
+  backend: Backend;
+  /** TF.js WebGPU, or null when disabled or unavailable. */
+  peer: TfjsPeer | null;
+  options: BenchOptions;
+  /** Print one finished line (sections stream their rows so a slow run shows progress). */
+  print(line: string): void;
+}
+
+export interface SectionResult {
+  /** Rows as written to the JSON file. */
+  rows: unknown[];
+}
+
+export type Section = (ctx: BenchContext) => Promise<SectionResult>;
+
+function fmtTiming(t: Timing | { error: string } | null): string[] {
+  if (!t) return ["-", "-"];
+  if ("error" in t) return ["error", t.error.slice(0, 40)];
+  return [t.ms.toFixed(2), t.gflops.toFixed(2)];
+}
+
+const KERNEL_HEADER = [
+  "kernel",
+  "GFLOP",
+  "edgetrain ms",
+  "GFLOP/s",
+  "tfjs ms",
+  "GFLOP/s",
+  "ratio",
+  "cpu ratio",
+];
+const WIDTHS = [44, 7, 13, 8, 10, 8, 6, 9];
+
+function line(cells: string[]): string {
+  return cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]) : c.padStart(WIDTHS[i]))).join(" ");
+}
+
+/** GFLOP/s of matmul and convolutions (forward, grad_input, grad_weight), edgetrain / TF.js ratio. */
+export async function kernelSection(ctx: BenchContext): Promise<SectionResult> {
+  ctx.print(line(KERNEL_HEADER));
+  ctx.print(
+    "(ratio: edgetrain GFLOP/s over TF.js; cpu ratio: TF.js process CPU time per run over edgetrain's)",
+  );
+  const rows = await benchKernels(ctx.backend, ctx.peer, {
+    quick: ctx.options.quick,
+    filter: ctx.options.filter,
+    minMs: ctx.options.minMs,
+    rounds: ctx.options.rounds,
+    onRow: (r: KernelRow) =>
+      ctx.print(line([
+        r.name,
+        (r.flops / 1e9).toFixed(3),
+        ...fmtTiming(r.edgetrain),
+        ...fmtTiming(r.tfjs),
+        r.ratio === null ? "-" : r.ratio.toFixed(2),
+        r.cpuRatio === null ? "-" : r.cpuRatio.toFixed(2),
+      ])),
+  });
+  return { rows };
+}
+
+export const SECTIONS: Record<string, Section> = {
+  kernels: kernelSection,
+};
+
+function parseArgs(args: string[]): BenchOptions & { out: string; tfjs: boolean } {
+  const o = {
+    out: "bench.json",
+    tfjs: true,
+    quick: false,
+    filter: undefined as string | undefined,
+    minMs: 400,
+    rounds: 3,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const value = () => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`bench: ${a} needs a value`);
+      return v;
+    };
+    if (a === "--out") o.out = value();
+    else if (a === "--quick") o.quick = true;
+    else if (a === "--no-tfjs") o.tfjs = false;
+    else if (a === "--filter") o.filter = value();
+    else if (a === "--min-ms") o.minMs = Number(value());
+    else if (a === "--rounds") o.rounds = Number(value());
+    else throw new Error(`bench: unknown argument "${a}"`);
+  }
+  if (!(o.minMs > 0) || !(o.rounds >= 1)) throw new Error(`bench: --min-ms and --rounds must be positive`);
+  return o;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const o = parseArgs(args);
+  const backend = await createWebGpuBackend();
+  const adapter = (backend as { adapterDescription?: string }).adapterDescription ?? "unknown";
+  let peer: TfjsPeer | null = null;
+  let peerError: string | null = null;
+  if (o.tfjs) {
+    const p = await createTfjsPeer();
+    if ("peer" in p) peer = p.peer;
+    else peerError = p.error;
+  }
+  console.log(`edgetrain bench on ${adapter}${peer ? `; TF.js WebGPU on ${peer.description}` : ""}`);
+  if (peerError) console.log(`TF.js peer unavailable: ${peerError}`);
+  const ctx: BenchContext = { backend, peer, options: o, print: (l) => console.log(l) };
+  const sections: Record<string, unknown[]> = {};
+  for (const [name, section] of Object.entries(SECTIONS)) {
+    console.log(`\n== ${name}`);
+    sections[name] = (await section(ctx)).rows;
+  }
+  const report = {
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    adapter,
+    tfjs: peer ? { adapter: peer.description } : { error: peerError ?? "disabled (--no-tfjs)" },
+    options: { quick: o.quick, filter: o.filter ?? null, minMs: o.minMs, rounds: o.rounds },
+    sections,
+  };
+  await Deno.writeTextFile(o.out, JSON.stringify(report, null, 2) + "\n");
+  console.log(`\nwrote ${o.out}`);
+  peer?.dispose();
+  backend.dispose();
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(1);
+  }
+}
