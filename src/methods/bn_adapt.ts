@@ -7,6 +7,16 @@ import type { Module } from "../nn/module.ts";
 import type { Tensor } from "../tensor.ts";
 import { logitStats, SourceState, type StepResult, type TtaMethod, useBatchStatistics } from "./tta.ts";
 
+/** A forward without recording anything: the step of methods that learn nothing. */
+async function predictOnly(model: Module, x: Tensor): Promise<StepResult> {
+  const logits = noGrad(() => model.call(x));
+  const classes = logits.shape[1];
+  const host = Float32Array.from(await logits.data());
+  logits.dispose();
+  const entropy = logitStats(host, classes).meanEntropy;
+  return { logits: host, classes, entropy, updated: false, used: 0, reset: false };
+}
+
 export class BnAdapt implements TtaMethod {
   readonly name = "bn" as const;
 
@@ -19,19 +29,8 @@ export class BnAdapt implements TtaMethod {
     return new BnAdapt(model, await SourceState.of(model));
   }
 
-  async step(x: Tensor): Promise<StepResult> {
-    const logits = noGrad(() => this.model.call(x));
-    const classes = logits.shape[1];
-    const host = Float32Array.from(await logits.data());
-    logits.dispose();
-    return {
-      logits: host,
-      classes,
-      entropy: logitStats(host, classes).meanEntropy,
-      updated: false,
-      used: 0,
-      reset: false,
-    };
+  step(x: Tensor): Promise<StepResult> {
+    return predictOnly(this.model, x);
   }
 
   reset(): void {
@@ -62,19 +61,8 @@ export class SourceOnly implements TtaMethod {
     model.setTrainable(() => false);
   }
 
-  async step(x: Tensor): Promise<StepResult> {
-    const logits = noGrad(() => this.model.call(x));
-    const classes = logits.shape[1];
-    const host = Float32Array.from(await logits.data());
-    logits.dispose();
-    return {
-      logits: host,
-      classes,
-      entropy: logitStats(host, classes).meanEntropy,
-      updated: false,
-      used: 0,
-      reset: false,
-    };
+  step(x: Tensor): Promise<StepResult> {
+    return predictOnly(this.model, x);
   }
 
   reset(): void {}
