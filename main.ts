@@ -13,6 +13,8 @@ const commands: Record<string, () => Promise<{ default: Command }>> = {
   train: () => import("./src/cli/train.ts"),
   serve: () => import("./src/cli/serve.ts"),
   service: () => import("./src/cli/service.ts"),
+  plan: () => import("./src/cli/plan.ts"),
+  profile: () => import("./src/cli/profile.ts"),
 };
 
 const usage = `edgetrain — adapt vision models on edge devices
@@ -26,6 +28,8 @@ Commands:
   train      transfer learning with labels on the top blocks (full, bias, mobiletl)
   serve      continual adaptation as a service: HTTP API, spool folder, checkpoints, sd_notify
   service    "service install" writes a systemd unit that runs serve
+  plan       the method, batch and store that fit a memory budget, with the predicted peak
+  profile    probe this machine's WebGPU adapter and throughput, write a device profile
   (predict, adapt, train, plan, profile, serve, service and bench arrive with their issues)
 
 Run "edgetrain <command> --help" for a command's options.`;

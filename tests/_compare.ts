@@ -25,7 +25,12 @@ export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1
   return m;
 }
 
-async function runOn(b: Backend, f: (b: Backend, xs: Tensor[]) => Tensor, inputs: CompareInput[], seed?: ArrayLike<number>) {
+async function runOn(
+  b: Backend,
+  f: (b: Backend, xs: Tensor[]) => Tensor,
+  inputs: CompareInput[],
+  seed?: ArrayLike<number>,
+) {
   const xs = inputs.map((i) =>
     Tensor.from(b, i.data, i.shape, { requiresGrad: i.grad !== false, category: "weights" })
   );

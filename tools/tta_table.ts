@@ -7,7 +7,7 @@
  *   deno run -A tools/tta_table.ts --model fixtures/models/mnist_irb.onnx --streams fixtures/streams/mnist_c \
  *     --batch 64 --backend cpu --out docs/tta_results
  *
- * With --torch tools/parity/torch_results.json (from tools/parity/tent_torch.py) it adds the PyTorch columns
+ * --merge OLD.json keeps the rows of an earlier run. With --torch tools/parity/torch_results.json (from tools/parity/tent_torch.py) it adds the PyTorch columns
  * and the parity verdict (tent within 1 point, bn within 0.5 on every corruption).
  */
 import { parseArgs } from "node:util";
@@ -27,6 +27,7 @@ const args = parseArgs({
     batch: { type: "string", default: "64" },
     backend: { type: "string", default: "cpu" },
     torch: { type: "string" },
+    merge: { type: "string" },
     out: { type: "string", default: "docs/tta_results" },
   },
 }).values;
@@ -55,9 +56,11 @@ type Row = {
   ms_per_batch: number;
   peak_saved_bytes: number;
 };
-const rows: Row[] = [];
+// --merge: rows of an earlier run (e.g. before a method existed) are kept and not recomputed.
+const rows: Row[] = args.merge ? JSON.parse(await Deno.readTextFile(args.merge)).rows : [];
 for (const protocol of args.protocols!.split(",")) {
   for (const method of args.methods!.split(",")) {
+    if (rows.some((r) => r.method === method && r.protocol === protocol)) continue;
     if ((method === "source" || method === "bn") && protocol !== "per-domain") {
       // Nothing is learned: every protocol gives the same numbers.
       const same = rows.find((r) => r.method === method);

@@ -86,6 +86,36 @@ export interface KernelSpecs {
   mask_pack: { x: Storage; out: Storage; attrs: { n: number; lo: number; hi: number } };
   mask_grad: { mask: Storage; dy: Storage; out: Storage; attrs: { n: number; scale: number } };
   /**
+   * Affine quantisation of a saved activation (src/memory/codecs_quant.ts), CPU reference in cpu/quant.ts.
+   * Groups are `groupSize` consecutive elements (the last may be shorter); per group g with lo = min,
+   * hi = max of its elements: params[2g] = scale = f32((hi - lo) / (2^bits - 1)), params[2g+1] = lo.
+   * q[i] = clamp(floor(f32(x[i] - lo) / scale + 0.5), 0, 2^bits - 1), 0 where scale is 0. out packs
+   * k = 32/bits codes per u32 word: element i in bits [(i % k) * bits, + bits) of word floor(i / k); unused
+   * high bits are 0. Inputs must be finite. Round trip bound: |x - dequantize(q)| <= scale/2 (plus f32
+   * rounding of the division, a few ulp of scale).
+   */
+  quantize: {
+    x: Storage;
+    params: Storage;
+    out: Storage;
+    attrs: { n: number; bits: 4 | 8; groupSize: number };
+  };
+  /** out[i] = params[2g+1] + q[i] * params[2g] for the codes packed by `quantize` (same attrs). */
+  dequantize: {
+    packed: Storage;
+    params: Storage;
+    out: Storage;
+    attrs: { n: number; bits: 4 | 8; groupSize: number };
+  };
+  /**
+   * IEEE binary16 of each f32, round to nearest even (|x| beyond the f16 range becomes +-inf, f32
+   * subnormals become +-0, NaN stays NaN), two per u32 word: element i in the low 16 bits of word
+   * floor(i / 2) when i is even, the high 16 bits when odd; the unused half of a last word is 0.
+   */
+  f16_pack: { x: Storage; out: Storage; attrs: { n: number } };
+  /** out[i] = the f32 value of half i packed by f16_pack (exact: every f16 is an f32). */
+  f16_unpack: { packed: Storage; out: Storage; attrs: { n: number } };
+  /**
    * out[idx] = a[ia] op b[ib] over the dense output shape (rank <= 6); aStrides/bStrides give each input's
    * element stride per output dim (0 where broadcast).
    */

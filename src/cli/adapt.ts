@@ -17,12 +17,21 @@ import { createMethod, METHODS } from "../methods/mod.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
 import { loadImages } from "../data/images.ts";
 import { exportModule } from "../onnx/export.ts";
+import { outputShape } from "../data/preprocess.ts";
+import { withStore } from "../memory/policy.ts";
+import { hasBackward } from "../governor/config.ts";
+import { RuntimeGuard } from "../governor/guard.ts";
+import { governed, GOVERNOR_FLAGS } from "./plan.ts";
 
 export const HELP =
   `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
 
-  --method source|bn|tent|eata|sar|ecotta   (default tent)
-  --batch N                 images per adaptation step (default 64)
+  --method source|bn|tent|eata|sar|ecotta|auto   (default tent; auto: the strongest that fits the budget)
+  --batch N|auto            images per adaptation step (default 64; auto: the largest that fits, up to 64)
+  --store fp32|fp16|int8|int4|mask|auto   how saved activations are kept (default auto: fp32, or the most
+                            faithful store that fits when the governor plans)
+  --budget B | --device NAME|auto   plan method/batch/store to fit B (256MiB, 1.5GiB) or a device profile's
+                            usable memory (devices/*.json); auto: half the available system memory
   --lr X                    learning rate (default: the method's reference default)
   --episodic                reset to the source model before every batch
   --reset-each-domain       reset at the start of every --images stream
@@ -39,6 +48,8 @@ export default async function adapt(args: string[]): Promise<number> {
     labels: { type: "string", multiple: true },
     method: { type: "string", default: "tent" },
     batch: { type: "string", default: "64" },
+    store: { type: "string", default: "auto" },
+    ...GOVERNOR_FLAGS,
     lr: { type: "string" },
     episodic: { type: "boolean", default: false },
     "reset-each-domain": { type: "boolean", default: false },
@@ -55,7 +66,7 @@ export default async function adapt(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const method = oneOf("method", flags.method, METHODS)!;
+  oneOf("method", flags.method, [...METHODS, "auto"]);
   if (flags.episodic && flags["reset-each-domain"]) {
     throw new UsageError("--episodic and --reset-each-domain exclude each other");
   }
@@ -64,7 +75,6 @@ export default async function adapt(args: string[]): Promise<number> {
     : flags["reset-each-domain"]
     ? "reset-each-domain"
     : "continual";
-  const batch = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
   const lr = parseNumber("lr", flags.lr, { min: 0 });
   const skipped: { images: string; name: string; reason: string }[] = [];
   const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
@@ -79,14 +89,39 @@ export default async function adapt(args: string[]): Promise<number> {
   const warmup = flags["warmup-images"]
     ? { set: await loadImages(flags["warmup-images"], { labels: flags["warmup-labels"] }), preprocess: pre }
     : undefined;
-  const m = await createMethod(method, model.module, { lr, warmup });
-  const report = await runAdaptation(backend, m, streams, {
-    batch,
-    protocol,
-    preprocess: pre,
-    collapseGuard: !flags["no-collapse-guard"],
-    progress: true,
+  const shape = outputShape(streams[0].set, pre);
+  const gov = await governed({
+    task: "adapt",
+    method: flags.method!,
+    batch: flags.batch!,
+    store: flags.store!,
+    budget: flags.budget,
+    device: flags.device,
+    model,
+    input: [shape.channels, shape.height, shape.width],
+    backend,
+    guard: true,
+    warmup: warmup !== undefined,
   });
+  const { batch, store } = gov;
+  const m = await createMethod(gov.method, model.module, { lr, warmup });
+  const guard = new RuntimeGuard({
+    batch,
+    store,
+    backward: hasBackward(gov.method),
+    estimator: gov.estimator ?? undefined,
+    method: gov.method,
+  });
+  const report = await withStore(store, () =>
+    runAdaptation(backend, m, streams, {
+      batch,
+      protocol,
+      preprocess: pre,
+      collapseGuard: !flags["no-collapse-guard"],
+      progress: true,
+      guard,
+    }));
+  guard.dispose();
   if (flags.export) {
     await Deno.writeFile(
       flags.export,
@@ -99,10 +134,20 @@ export default async function adapt(args: string[]): Promise<number> {
     ...report,
     skipped: report.skipped + skipped.length,
     skipped_inputs: [...skipped, ...report.skipped_inputs],
+    store,
+    predicted_peak_bytes: gov.predicted_peak_bytes,
+    ...(gov.plan
+      ? {
+        budget_bytes: gov.plan.budget_bytes,
+        budget_source: gov.plan.budget_source,
+        plan: { reason: gov.plan.reason, alternatives: gov.plan.alternatives },
+      }
+      : {}),
   };
   if (flags.json) console.log(JSON.stringify(out));
   else {
-    console.log(`method ${out.method} (${protocol}), batch ${batch}, backend ${out.backend}`);
+    console.log(`method ${out.method} (${protocol}), batch ${batch}, store ${store}, backend ${out.backend}`);
+    if (gov.plan) console.log(`plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
     for (const d of out.domains) {
       console.log(
         `  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`,
@@ -113,8 +158,14 @@ export default async function adapt(args: string[]): Promise<number> {
         out.error !== null ? `, online error ${(100 * out.error).toFixed(2)}%` : ""
       }, ` +
         `${out.resets} resets, ${out.skipped} skipped, ${out.ms_per_batch.toFixed(1)} ms/batch, ` +
-        `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)`,
+        `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)` +
+        (out.predicted_peak_bytes !== null ? `, predicted ${out.predicted_peak_bytes} B` : ""),
     );
+    for (const b of guard.backoffs) {
+      console.log(
+        `  back-off after ${b.step} steps: batch ${b.from.batch} ${b.from.store} -> ${b.to.batch} ${b.to.store}`,
+      );
+    }
   }
   m.dispose();
   backend.dispose();

@@ -3,11 +3,18 @@
  *
  * fp32 keeps the tensor itself (its storage is recounted as "saved" while any node holds it). The 1-bit
  * mask codec (saveMask) keeps only `lo < x < hi` per element, 32 per u32 word: exact for ReLU/ReLU6/Clip
- * backward. fp16/int8/int4 codecs register here with the memory issue.
+ * backward. fp16/int8/int4 (codecs_quant.ts) store their own packed copy, counted at its real size.
+ *
+ * MobileTL (Chiang et al. 2023) step masks: under a policy that asks for them (src/memory/policy.ts "mask"),
+ * hard-swish and hard-sigmoid keep a 1-bit mask instead of their fp32 input, and backward multiplies dy by
+ * `scale` where the bit is set. hard-sigmoid's derivative is itself a step (1/6 on (-3, 3)), so its mask is
+ * exact; hard-swish's (2x+3)/6 on [-3, 3] is replaced by the unit step at 0: 1 for x > 0, else 0 (MobileTL's
+ * "signed function"; 0 is where the exact derivative crosses 1/2). docs/memory.md measures the effect.
  */
 import type { Storage } from "../backend/backend.ts";
 import { activeTag, type Saved } from "../autograd/tape.ts";
 import { Tensor } from "../tensor.ts";
+import { fp16Codec, int4Codec, int8Codec } from "./codecs_quant.ts";
 
 export type CodecName = "fp32" | "fp16" | "int8" | "int4";
 
@@ -32,7 +39,9 @@ export const fp32Codec: Codec = {
     const holders = savedHolders.get(storage) ?? 0;
     const counted = storage.category === "activations" || storage.category === "workspace" ||
       storage.category === "saved";
-    if (holders === 0 && counted && storage.category !== "saved") backend.recategorize(storage, "saved", activeTag());
+    if (holders === 0 && counted && storage.category !== "saved") {
+      backend.recategorize(storage, "saved", activeTag());
+    }
     savedHolders.set(storage, holders + 1);
     let released = false;
     return {
@@ -48,14 +57,21 @@ export const fp32Codec: Codec = {
         const left = (savedHolders.get(storage) ?? 1) - 1;
         savedHolders.set(storage, left);
         // Still alive for its forward owner: count it as an activation again.
-        if (left === 0 && storage.refs > 1 && storage.category === "saved") backend.recategorize(storage, "activations");
+        if (left === 0 && storage.refs > 1 && storage.category === "saved") {
+          backend.recategorize(storage, "activations");
+        }
         backend.release(storage);
       },
     };
   },
 };
 
-const codecs = new Map<CodecName, Codec>([["fp32", fp32Codec]]);
+const codecs = new Map<CodecName, Codec>([
+  ["fp32", fp32Codec],
+  ["fp16", fp16Codec],
+  ["int8", int8Codec],
+  ["int4", int4Codec],
+]);
 
 export function registerCodec(codec: Codec): void {
   codecs.set(codec.name, codec);
@@ -63,7 +79,9 @@ export function registerCodec(codec: Codec): void {
 
 export function codecByName(name: CodecName): Codec {
   const c = codecs.get(name);
-  if (!c) throw new Error(`Unknown saved-activation codec "${name}" (known: ${[...codecs.keys()].join(", ")})`);
+  if (!c) {
+    throw new Error(`Unknown saved-activation codec "${name}" (known: ${[...codecs.keys()].join(", ")})`);
+  }
   return c;
 }
 
@@ -73,6 +91,20 @@ export function codecByName(name: CodecName): Codec {
  */
 export interface SavePolicy {
   codecFor(op: string, kind: "xhat" | "input" | "other"): CodecName;
+  /**
+   * The 1-bit step derivative hard-swish/hard-sigmoid keep instead of their input, or null (absent: null) to
+   * keep the input for the exact derivative. STEP_MASKS holds MobileTL's windows.
+   */
+  stepMask?(op: StepOp): StepMask | null;
+}
+
+export type StepOp = "hardswish" | "hardsigmoid";
+
+/** Backward of a step-masked activation: dx = dy * scale where lo < x < hi, else 0. */
+export interface StepMask {
+  lo: number;
+  hi: number;
+  scale: number;
 }
 
 let policy: SavePolicy = { codecFor: () => "fp32" };
@@ -81,6 +113,11 @@ export function setSavePolicy(p: SavePolicy): SavePolicy {
   const prev = policy;
   policy = p;
   return prev;
+}
+
+/** The step mask the active policy wants for `op`, or null for the exact derivative. */
+export function stepMaskFor(op: StepOp): StepMask | null {
+  return policy.stepMask?.(op) ?? null;
 }
 
 export function saveFloat(t: Tensor, op: string, kind: "xhat" | "input" | "other"): SavedTensor {
@@ -94,6 +131,15 @@ export interface SavedMask extends Saved {
 }
 
 export const OPEN = 3.0e38;
+
+/**
+ * MobileTL's step derivatives (see the module comment): hard-sigmoid exact, hard-swish approximated by the
+ * unit step at 0.
+ */
+export const STEP_MASKS: Readonly<Record<StepOp, StepMask>> = {
+  hardswish: { lo: 0, hi: OPEN, scale: 1 },
+  hardsigmoid: { lo: -3, hi: 3, scale: 1 / 6 },
+};
 
 export function saveMask(x: Tensor, lo: number, hi: number): SavedMask {
   const words = Math.ceil(x.size / 32);
@@ -110,4 +156,9 @@ export function saveMask(x: Tensor, lo: number, hi: number): SavedMask {
       x.backend.release(storage);
     },
   };
+}
+
+/** saveMask for a step-masked activation: the mask of `step`'s window, with the scale backward applies. */
+export function saveStepMask(x: Tensor, step: StepMask): SavedMask & { readonly scale: number } {
+  return { ...saveMask(x, step.lo, step.hi), scale: step.scale };
 }

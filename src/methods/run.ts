@@ -10,7 +10,7 @@ import { outputShape, preprocessBatch, type PreprocessOptions } from "../data/pr
 import { Progress } from "../cli/progress.ts";
 import { Tensor } from "../tensor.ts";
 import { CollapseGuard } from "./collapse.ts";
-import { logitStats, type TtaMethod } from "./tta.ts";
+import { logitStats, type StepResult, type TtaMethod } from "./tta.ts";
 
 export type Protocol = "continual" | "episodic" | "reset-each-domain";
 
@@ -29,6 +29,11 @@ export interface AdaptOptions {
   progress?: boolean;
   /** Called after every batch (the service and benches observe the run). */
   onBatch?: (info: { domain: number; batch: number; predictions: Int32Array; entropy: number }) => void;
+  /**
+   * Runs each step instead of method.step (the governor's runtime guard, src/governor/guard.ts: backs off to
+   * a smaller batch or store on OutOfMemoryError without losing adapted state); its back-offs are reported.
+   */
+  guard?: { run(method: TtaMethod, x: Tensor): Promise<StepResult>; readonly backoffs: readonly unknown[] };
 }
 
 export interface DomainReport {
@@ -67,6 +72,8 @@ export interface AdaptReport {
   ms_per_batch: number;
   peak_bytes: number;
   peak_saved_bytes: number;
+  /** The runtime guard's back-offs, when a guard ran the steps. */
+  backoffs?: readonly unknown[];
 }
 
 /** Indices of images whose preprocessed values are all finite; the others are reported and skipped. */
@@ -156,7 +163,7 @@ export async function runAdaptation(
       if (protocol === "episodic") method.reset();
       const t0 = performance.now();
       const input = Tensor.from(backend, x, [keepIdx.length, shape.channels, shape.height, shape.width]);
-      const result = await method.step(input);
+      const result = options.guard ? await options.guard.run(method, input) : await method.step(input);
       input.dispose();
       ms += performance.now() - t0;
       batches++;
@@ -199,5 +206,6 @@ export async function runAdaptation(
   report.ms_per_batch = batches ? ms / batches : 0;
   report.peak_bytes = snap.peakBytes;
   report.peak_saved_bytes = snap.peak.saved;
+  if (options.guard) report.backoffs = options.guard.backoffs;
   return report;
 }

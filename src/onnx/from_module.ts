@@ -91,7 +91,9 @@ function emit(w: GraphWriter, m: Module, prefix: string, x: string): string {
     const c = m.runningMean.size;
     const ones = () => new Float32Array(c).fill(1);
     const gamma = m.affine ? w.param(p("weight"), [c]) : w.constant(w.fresh(p("weight")), [c], ones());
-    const beta = m.affine ? w.param(p("bias"), [c]) : w.constant(w.fresh(p("bias")), [c], new Float32Array(c));
+    const beta = m.affine
+      ? w.param(p("bias"), [c])
+      : w.constant(w.fresh(p("bias")), [c], new Float32Array(c));
     const inputs = [x, gamma, beta, w.param(p("running_mean"), [c]), w.param(p("running_var"), [c])];
     // ONNX momentum weighs the running value (1 - PyTorch's momentum).
     return w.node("BatchNormalization", inputs, { epsilon: m.eps, momentum: 1 - m.momentum }, prefix);

@@ -1,9 +1,9 @@
 /**
  * Activations. ReLU, ReLU6 and Clip save a 1-bit mask of where the derivative is 1 (exact, 1/32 of the
- * input's bytes); hard-swish, hard-sigmoid and sigmoid save their fp32 input through the active codec
- * (MobileTL's step approximations come with the memory issue).
+ * input's bytes); hard-swish, hard-sigmoid and sigmoid save their input through the active codec for the
+ * exact derivative, unless the active policy asks for MobileTL's 1-bit step mask (codecs.ts STEP_MASKS).
  */
-import { OPEN, saveFloat, saveMask } from "../memory/codecs.ts";
+import { OPEN, type SavedMask, saveFloat, saveMask, saveStepMask, stepMaskFor } from "../memory/codecs.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { Tensor } from "../tensor.ts";
 import type { UnaryOp } from "../backend/kernels.ts";
@@ -18,14 +18,18 @@ function apply(x: Tensor, op: UnaryOp, alpha?: number, beta?: number): Tensor {
 function windowed(x: Tensor, op: UnaryOp, lo: number, hi: number, alpha?: number, beta?: number): Tensor {
   const out = apply(x, op, alpha, beta);
   if (!needsGrad(x)) return out;
-  const mask = saveMask(x, lo, hi);
+  return masked(out, x, op, saveMask(x, lo, hi), 1);
+}
+
+/** Record backward as dy * scale where the saved mask bit is set, else 0. */
+function masked(out: Tensor, x: Tensor, op: UnaryOp, mask: SavedMask, scale: number): Tensor {
   return record(op, out, [x], (dy) => {
     const dx = Tensor.empty(dy.backend, dy.shape);
     dy.backend.run("mask_grad", {
       mask: mask.storage,
       dy: dy.storage,
       out: dx.storage,
-      attrs: { n: dy.size, scale: 1 },
+      attrs: { n: dy.size, scale },
     });
     return [dx];
   }, [mask]);
@@ -48,11 +52,21 @@ export function clip(x: Tensor, min: number, max: number): Tensor {
 function smooth(x: Tensor, op: UnaryOp): Tensor {
   const out = apply(x, op);
   if (!needsGrad(x)) return out;
+  const step = op === "hardswish" || op === "hardsigmoid" ? stepMaskFor(op) : null;
+  if (step) {
+    const mask = saveStepMask(x, step);
+    return masked(out, x, op, mask, mask.scale);
+  }
   const saved = saveFloat(x, op, "other");
   return record(op, out, [x], (dy) => {
     const input = saved.get();
     const dx = Tensor.empty(dy.backend, dy.shape);
-    dy.backend.run("unary_grad", { x: input.storage, dy: dy.storage, out: dx.storage, attrs: { n: dy.size, op } });
+    dy.backend.run("unary_grad", {
+      x: input.storage,
+      dy: dy.storage,
+      out: dx.storage,
+      attrs: { n: dy.size, op },
+    });
     input.dispose();
     return [dx];
   }, [saved]);

@@ -6,7 +6,10 @@ import { backward } from "../../src/autograd/tape.ts";
 
 backendTest("relu6() backward uses a 1-bit mask and matches the derivative", async (b) => {
   // y = relu6(x); dy/dx = 1 on (0, 6), else 0 (PyTorch: 0 at both kinks).
-  const x = Tensor.from(b, [-1, 0, 0.5, 3, 6, 7, 5.999, -0.001], [8], { requiresGrad: true, category: "weights" });
+  const x = Tensor.from(b, [-1, 0, 0.5, 3, 6, 7, 5.999, -0.001], [8], {
+    requiresGrad: true,
+    category: "weights",
+  });
   const before = b.ledger.snapshot().live.saved;
   const y = relu6(x);
   assertEquals(b.ledger.snapshot().live.saved - before, 4, "one u32 word holds the mask of 8 elements");

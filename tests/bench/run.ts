@@ -11,6 +11,9 @@ import type { Backend } from "../../src/backend/backend.ts";
 import { createWebGpuBackend } from "../../src/backend/webgpu/mod.ts";
 import { benchKernels, type KernelRow, type Timing } from "./kernels_bench.ts";
 import { createTfjsPeer, type TfjsPeer } from "./tfjs_peer.ts";
+import { edgetrainTentStep, TENT_BATCH, tfjsTentStep } from "./tent_step_bench.ts";
+import { CpuBackend } from "../../src/backend/cpu.ts";
+import { buildIrbNet } from "../../src/nn/mobilenet.ts";
 
 export interface BenchOptions {
   quick: boolean;
@@ -81,8 +84,35 @@ export async function kernelSection(ctx: BenchContext): Promise<SectionResult> {
   return { rows };
 }
 
+/** The TENT-like step at batch 100 (issue #2): edgetrain WebGPU next to TF.js WebGPU from the same weights. */
+async function tentSection(ctx: BenchContext): Promise<SectionResult> {
+  if (ctx.options.filter && !"tent_step".includes(ctx.options.filter)) return { rows: [] };
+  const steps = ctx.options.quick ? 1 : ctx.options.rounds;
+  const ours = await edgetrainTentStep(ctx.backend, steps);
+  ctx.print(
+    `tent step b${TENT_BATCH}  edgetrain ${
+      ours.ms_per_step.toFixed(0)
+    } ms/step  (saved activations ${ours.peak_saved_bytes} B)`,
+  );
+  const row: Record<string, unknown> = { name: "tent_step", batch: TENT_BATCH, edgetrain: ours };
+  if (ctx.peer) {
+    const net = buildIrbNet(new CpuBackend(), { inChannels: 1, numClasses: 10 });
+    const peer = await tfjsTentStep(net, steps);
+    row.tfjs = peer;
+    row.ratio = peer.ms_per_step / ours.ms_per_step;
+    row.first_loss_gap = Math.abs(peer.first_loss - ours.first_loss);
+    ctx.print(
+      `tent step b${TENT_BATCH}  tfjs ${peer.ms_per_step.toFixed(0)} ms/step  -> edgetrain ${
+        (row.ratio as number).toFixed(2)
+      }x faster; first-step loss ${ours.first_loss.toFixed(6)} vs ${peer.first_loss.toFixed(6)} (same work)`,
+    );
+  }
+  return { rows: [row] };
+}
+
 export const SECTIONS: Record<string, Section> = {
   kernels: kernelSection,
+  tent_step: tentSection,
 };
 
 function parseArgs(args: string[]): BenchOptions & { out: string; tfjs: boolean } {

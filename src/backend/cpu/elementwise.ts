@@ -161,6 +161,6 @@ export const binary: CpuKernel<"binary"> = ({ a, b, out, attrs }, mem) => {
 export const axpy: CpuKernel<"axpy"> = ({ x, out, attrs }, mem) => {
   const X = mem.f(x), Y = mem.f(out);
   const { n, alpha, accumulate } = attrs;
-  if (accumulate) for (let i = 0; i < n; i++) Y[i] += alpha * X[i];
+  if (accumulate) { for (let i = 0; i < n; i++) Y[i] += alpha * X[i]; }
   else for (let i = 0; i < n; i++) Y[i] = alpha * X[i];
 };

@@ -7,6 +7,7 @@ import { softmax } from "./softmax.ts";
 import { adam, sgd } from "./optim.ts";
 import { matmul } from "./matmul.ts";
 import { conv2d, conv2d_grad_input, conv2d_grad_weight } from "./conv.ts";
+import { dequantize, f16_pack, f16_unpack, quantize } from "./quant.ts";
 
 // Kernels not yet written throw a clear error from CpuBackend.run until they are added here.
 export const cpuKernels: Partial<CpuKernelTable> = {
@@ -30,4 +31,8 @@ export const cpuKernels: Partial<CpuKernelTable> = {
   conv2d,
   conv2d_grad_input,
   conv2d_grad_weight,
+  quantize,
+  dequantize,
+  f16_pack,
+  f16_unpack,
 };

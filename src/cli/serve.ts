@@ -1,0 +1,154 @@
+/**
+ * `edgetrain serve --model M.onnx --method tent|eata|sar|bn|ecotta|auto --state DIR [options]`
+ * Continual test-time adaptation as a long-running service: an HTTP API, an optional spool folder,
+ * checkpoints in the state folder, sd_notify when started by systemd. See docs/service.md.
+ */
+import { parseBytes, parseFlags, parseNumber } from "./args.ts";
+import { BACKEND_FLAG, openBackend, openModel, PREPROCESS_FLAGS, preprocessFor } from "./common.ts";
+import { UsageError } from "./errors.ts";
+import { governed } from "./plan.ts";
+import { outputShape } from "../data/preprocess.ts";
+import { parseListen } from "../service/server.ts";
+import { startService } from "../service/service.ts";
+import { checkpointedMethod, sha256Hex } from "../service/checkpoint.ts";
+
+export const HELP = `edgetrain serve --model M.onnx --method METHOD --state DIR [options]
+
+  --method tent|eata|sar|bn|ecotta|auto   adaptation method (default tent; auto: the strongest that fits)
+  --state DIR               checkpoints live here; the newest valid one is resumed at start
+  --listen HOST:PORT        HTTP address (default 127.0.0.1:8417; port 0 picks a free one)
+  --token-file F            require "Authorization: Bearer <contents of F>" on every route but /v1/health
+  --spool DIR               also process images dropped into DIR (results in DIR/results.jsonl)
+  --results F               spool results file (default DIR/results.jsonl)
+  --batch N|auto            inputs per adaptation step (default auto: the planner's largest that fits)
+  --budget B | --device P   memory budget or device profile for the planner (default: half the free memory)
+  --flush-ms T              run a partial batch once its oldest input waited T ms (default 500)
+  --checkpoint-every N      checkpoint every N steps (default 50; also on SIGTERM/SIGINT and reset)
+  --keep-checkpoints K      checkpoints kept (default 3)
+  --max-body B              largest request body (default 8MiB)
+  --lr X                    learning rate (default: the method's)
+  --no-collapse-guard       keep adapting even when predictions collapse to few classes
+  --backend webgpu|cpu|auto --mean --std --pad --size --channels   as for adapt
+
+API: POST /v1/predict (image/png, image/jpeg, or application/octet-stream float32 LE with X-Shape: C,H,W),
+GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state. Needs --unstable-net for sd_notify.`;
+
+export default async function serve(args: string[]): Promise<number> {
+  const flags = parseFlags("serve", args, {
+    model: { type: "string" },
+    method: { type: "string", default: "tent" },
+    state: { type: "string" },
+    listen: { type: "string", default: "127.0.0.1:8417" },
+    "token-file": { type: "string" },
+    spool: { type: "string" },
+    results: { type: "string" },
+    batch: { type: "string" },
+    budget: { type: "string" },
+    device: { type: "string" },
+    "flush-ms": { type: "string", default: "500" },
+    "checkpoint-every": { type: "string", default: "50" },
+    "keep-checkpoints": { type: "string", default: "3" },
+    "max-body": { type: "string", default: "8MiB" },
+    lr: { type: "string" },
+    "no-collapse-guard": { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+    ...BACKEND_FLAG,
+    ...PREPROCESS_FLAGS,
+  });
+  if (flags.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!flags.state) throw new UsageError("--state DIR is required (checkpoints are written there)");
+  if (flags.budget !== undefined && flags.device !== undefined) {
+    throw new UsageError("--budget and --device exclude each other");
+  }
+  const { hostname, port } = (() => {
+    try {
+      return parseListen(flags.listen!);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  })();
+  let token: string | null = null;
+  if (flags["token-file"]) {
+    const file = flags["token-file"];
+    token = (await Deno.readTextFile(file)).trim();
+    if (!token) throw new UsageError(`--token-file "${file}" is empty`);
+    const mode = (await Deno.stat(file)).mode;
+    if (mode !== null && (mode & 0o077) !== 0) {
+      console.error(
+        `edgetrain serve: warning: token file "${file}" is readable by other users (chmod 600 it)`,
+      );
+    }
+  }
+  const backend = await openBackend(flags.backend);
+  const model = await openModel(backend, flags.model);
+  const modelBytes = await Deno.readFile(model.path);
+  const pre = await preprocessFor(model.path, flags);
+  let shape = model.inputShape;
+  if (!shape) {
+    if (pre.size === undefined || pre.channels === undefined) {
+      throw new UsageError(`Model "${model.path}" has no fixed input shape: give --size and --channels`);
+    }
+    const s = outputShape({ channels: pre.channels, height: 1, width: 1 }, pre);
+    shape = [s.channels, s.height, s.width];
+  }
+  // The planner picks the method (auto) and the batch (auto, the default) for the budget, as adapt does; but an
+  // auto service that has already adapted keeps its method (a new pick would set the checkpoints aside).
+  let method = flags.method!;
+  if (method === "auto") {
+    const kept = await checkpointedMethod(flags.state, await sha256Hex(modelBytes));
+    if (kept) {
+      console.error(`edgetrain serve: --method auto: keeping "${kept}", the method of the newest checkpoint`);
+      method = kept;
+    }
+  }
+  const gov = await governed({
+    task: "adapt",
+    method,
+    batch: flags.batch ?? "auto",
+    store: "auto",
+    budget: flags.budget,
+    device: flags.device,
+    model,
+    input: shape,
+    backend,
+  });
+  if (gov.plan) {
+    console.error(`edgetrain serve: plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
+  }
+  const service = await startService({
+    backend,
+    module: model.module,
+    modelPath: model.path,
+    modelBytes,
+    shape,
+    preprocess: pre,
+    method: gov.method,
+    store: gov.store,
+    lr: parseNumber("lr", flags.lr, { min: 0 }),
+    state: flags.state,
+    hostname,
+    port,
+    batch: gov.batch,
+    flushMs: parseNumber("flush-ms", flags["flush-ms"], { min: 0 })!,
+    checkpointEvery: parseNumber("checkpoint-every", flags["checkpoint-every"], { integer: true, min: 0 })!,
+    keepCheckpoints: parseNumber("keep-checkpoints", flags["keep-checkpoints"], { integer: true, min: 1 })!,
+    token,
+    maxBodyBytes: parseBytes("max-body", flags["max-body"]!),
+    spool: flags.spool,
+    spoolResults: flags.results,
+    collapseGuard: !flags["no-collapse-guard"],
+  });
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const handlers = signals.map((sig) => {
+    const h = () => service.stop(sig);
+    Deno.addSignalListener(sig, h);
+    return h;
+  });
+  await service.finished;
+  signals.forEach((sig, i) => Deno.removeSignalListener(sig, handlers[i]));
+  backend.dispose();
+  return 0;
+}

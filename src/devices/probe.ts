@@ -1,0 +1,204 @@
+/**
+ * Probing this machine for a device profile: the WebGPU adapter's name, limits and features, and short
+ * micro-benchmarks of what edgetrain's own kernels reach on it (copy bandwidth, matmul, convolution and
+ * depthwise convolution throughput), on the WebGPU backend when an adapter exists, else on the CPU backend.
+ *
+ * Each benchmark runs its kernel once to compile and warm up, then doubles the repetitions until one timed
+ * batch takes at least `minSeconds`, and reports the rate of that batch (a few seconds in total on lavapipe).
+ * WebGPU does not report how much memory a device has: the profile plans from system memory (right for
+ * integrated GPUs, lavapipe and CPU-only boards); edit memory.* for a discrete GPU.
+ */
+import type { Backend, Storage } from "../backend/backend.ts";
+import type { KernelArgs, KernelName } from "../backend/kernels.ts";
+import { conv2dAttrs } from "../ops/conv.ts";
+import type { DeviceProfile } from "./profile.ts";
+import { parseProfile } from "./profile.ts";
+
+export interface AdapterProbe {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  features: string[];
+  limits: Record<string, number>;
+}
+
+/** The adapter navigator.gpu offers, or null (no WebGPU, no adapter). */
+export async function probeAdapter(): Promise<AdapterProbe | null> {
+  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+  if (!gpu) return null;
+  let adapter: GPUAdapter | null = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch {
+    return null;
+  }
+  if (!adapter) return null;
+  const limits: Record<string, number> = {};
+  const src = adapter.limits as unknown as Record<string, number>;
+  for (const k of Object.getOwnPropertyNames(Object.getPrototypeOf(adapter.limits))) {
+    if (typeof src[k] === "number") limits[k] = src[k];
+  }
+  const info = (adapter as { info?: GPUAdapterInfo }).info;
+  const text = (s: string | undefined) => (s ? s : undefined);
+  return {
+    vendor: text(info?.vendor),
+    architecture: text(info?.architecture),
+    device: text(info?.device),
+    description: text(info?.description),
+    features: [...adapter.features].map(String).sort(),
+    limits,
+  };
+}
+
+export interface Throughput {
+  copy_gbps: number;
+  matmul_gflops: number;
+  conv_gflops: number;
+  depthwise_gflops: number;
+}
+
+/** Seconds `reps` runs of `body` take, once the backend has finished them. */
+async function timed(b: Backend, reps: number, body: () => void): Promise<number> {
+  await b.sync();
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) body();
+  await b.sync();
+  return (performance.now() - t0) / 1000;
+}
+
+/** Work units per second of `body` (one run = `work` units). */
+async function rate(b: Backend, work: number, minSeconds: number, body: () => void): Promise<number> {
+  await timed(b, 1, body);
+  for (let reps = 1;; reps *= 2) {
+    const s = await timed(b, reps, body);
+    if (s >= minSeconds || reps >= 1024) return (work * reps) / s;
+  }
+}
+
+function run<K extends KernelName>(b: Backend, kernel: K, args: KernelArgs<K>): () => void {
+  return () => b.run(kernel, args);
+}
+
+/** Copy bandwidth (read + write) and matmul, conv and depthwise conv throughput on `b`. */
+export async function benchmark(b: Backend, options: { minSeconds?: number } = {}): Promise<Throughput> {
+  const min = options.minSeconds ?? 0.25;
+  const live: Storage[] = [];
+  const buf = (n: number) => {
+    const s = b.alloc(n, { category: "workspace" });
+    b.write(s, new Float32Array(n).fill(0.5));
+    live.push(s);
+    return s;
+  };
+  try {
+    const n = 1 << 22; // 16 MiB
+    const src = buf(n), dst = buf(n);
+    const copy = await rate(
+      b,
+      8 * n,
+      min,
+      run(b, "copy", { x: src, out: dst, attrs: { n, srcOffset: 0, dstOffset: 0 } }),
+    );
+
+    const m = 256;
+    const a = buf(m * m), bb = buf(m * m), c = buf(m * m);
+    const matmulAttrs = {
+      batch: 1,
+      m,
+      n: m,
+      k: m,
+      transA: false,
+      transB: false,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
+      accumulate: false,
+    };
+    const matmul = await rate(b, 2 * m ** 3, min, run(b, "matmul", { a, b: bb, out: c, attrs: matmulAttrs }));
+
+    const convRate = async (x: number[], w: number[], groups: number) => {
+      const attrs = conv2dAttrs(x, w, { padding: 1, groups });
+      const xs = buf(x.reduce((p, d) => p * d, 1)), ws = buf(w.reduce((p, d) => p * d, 1));
+      const out = buf(attrs.n * attrs.cout * attrs.outH * attrs.outW);
+      const flops = 2 * attrs.n * attrs.cout * attrs.outH * attrs.outW * (attrs.cin / groups) * attrs.kh *
+        attrs.kw;
+      return await rate(b, flops, min, run(b, "conv2d", { x: xs, w: ws, out, attrs }));
+    };
+    const conv = await convRate([4, 32, 16, 16], [32, 32, 3, 3], 1);
+    const depthwise = await convRate([4, 64, 16, 16], [64, 1, 3, 3], 64);
+    const g = (v: number) => Math.round(v / 1e7) / 100;
+    return {
+      copy_gbps: g(copy),
+      matmul_gflops: g(matmul),
+      conv_gflops: g(conv),
+      depthwise_gflops: g(depthwise),
+    };
+  } finally {
+    for (const s of live) b.release(s);
+  }
+}
+
+/** Fraction of available system memory a probed profile plans with (WebGPU reports no device memory). */
+export const PROBED_USABLE_FRACTION = 0.5;
+
+function apiOfOs(): "vulkan" | "metal" | "d3d12" {
+  return Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "d3d12" : "vulkan";
+}
+
+export function profileName(s: string): string {
+  const n = s.toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+/, "").replace(/-+$/, "");
+  return n || "probed";
+}
+
+/** A schema-valid "probed" profile from an adapter probe (or null: CPU only) and measured throughput. */
+export function probedProfile(
+  adapter: AdapterProbe | null,
+  measured: Throughput,
+  options: { name?: string; date?: string } = {},
+): DeviceProfile {
+  const mem = Deno.systemMemoryInfo();
+  const date = options.date ?? new Date().toISOString().slice(0, 10);
+  const what = adapter
+    ? adapter.description ?? [adapter.vendor, adapter.architecture].filter(Boolean).join(" ")
+    : "";
+  const display = adapter
+    ? `Probed WebGPU adapter: ${what || "unnamed"}`
+    : `Probed CPU (${Deno.build.arch}, no WebGPU)`;
+  const profile: DeviceProfile = {
+    name: profileName(options.name ?? (adapter ? `probed-${what || "webgpu"}` : "probed-cpu")),
+    display_name: display,
+    kind: "probed",
+    memory: {
+      total_bytes: mem.total,
+      shared: true,
+      usable_bytes: Math.min(mem.total, Math.floor(mem.available * PROBED_USABLE_FRACTION)),
+      note:
+        `${PROBED_USABLE_FRACTION * 100}% of the system memory available when probed; WebGPU reports no ` +
+        "device memory, so this assumes memory shared with the CPU (edit for a discrete GPU)",
+    },
+    bandwidth_gbps: measured.copy_gbps,
+    fp32_gflops: Math.max(measured.matmul_gflops, measured.conv_gflops),
+    webgpu: adapter
+      ? { available: true, api: apiOfOs() }
+      : { available: false, api: "none", note: "no WebGPU adapter: edgetrain runs on its CPU backend" },
+    measured: { date, ...measured },
+    sources: [
+      `edgetrain profile on ${date}: ${adapter ? "adapter info and limits from WebGPU, " : ""}throughput ` +
+      `measured with edgetrain's own ${
+        adapter ? "WebGPU" : "CPU"
+      } kernels (bandwidth_gbps = copy read + write, ` +
+      "fp32_gflops = the better of matmul 256^3 and 3x3 conv)",
+    ],
+  };
+  if (adapter) {
+    profile.adapter = {
+      ...(adapter.vendor ? { vendor: adapter.vendor } : {}),
+      ...(adapter.architecture ? { architecture: adapter.architecture } : {}),
+      ...(adapter.device ? { device: adapter.device } : {}),
+      ...(adapter.description ? { description: adapter.description } : {}),
+      features: adapter.features,
+      limits: adapter.limits,
+    };
+  }
+  return parseProfile(JSON.parse(JSON.stringify(profile)), profile.name);
+}

@@ -1,0 +1,245 @@
+/**
+ * The planner: the best (method, batch, store) whose estimated peak fits a memory budget.
+ *
+ * "Best" is an order, not a score: the stronger method first (EcoTTA > SAR > EATA > TENT > BN for adapt;
+ * full > MobileTL > bias for train), then the larger batch (up to BATCH_CAP: beyond it BN statistics gain
+ * little and each update waits for more of the stream), then the more faithful store (fp32 > fp16 > int8 >
+ * mask > int4; MobileTL starts at its own mask store). A configuration fits when its estimate is at most the
+ * budget less the safety margin (10%: pool rounding, WebGPU scratch, allocator slack). Because the choice is
+ * the first fitting one in a fixed order, a larger budget never picks a worse configuration. When no
+ * configuration with a backward pass fits, `fallback` drops to BN adaptation (forward only).
+ */
+import type { ByCategory } from "../memory/ledger.ts";
+import type { StoreName } from "../memory/policy.ts";
+import type { Estimate, Estimator } from "./estimate.ts";
+import { type GovernedMethod, hasBackward } from "./config.ts";
+import type { EcottaOptions } from "./ecotta_sim.ts";
+
+/** Adapt methods from strongest to weakest. */
+export const ADAPT_PREFERENCE: readonly GovernedMethod[] = ["ecotta", "sar", "eata", "tent", "bn"];
+/** Train methods from strongest to weakest. */
+export const TRAIN_PREFERENCE: readonly GovernedMethod[] = ["full", "mobiletl", "bias"];
+/** The largest batch the planner picks on its own. */
+export const BATCH_CAP = 64;
+/** Batch sizes tried, largest first (`--batch auto`). */
+export const BATCH_CANDIDATES = [64, 48, 32, 24, 16, 12, 8, 6, 4, 2];
+/** Stores from most to least faithful. */
+export const STORE_PREFERENCE: readonly Exclude<StoreName, "auto">[] = [
+  "fp32",
+  "fp16",
+  "int8",
+  "mask",
+  "int4",
+];
+export const DEFAULT_MARGIN = 0.1;
+
+export function storesFor(method: GovernedMethod): Exclude<StoreName, "auto">[] {
+  if (!hasBackward(method)) return ["fp32"];
+  if (method === "mobiletl") return ["mask", "fp32", "fp16", "int8", "int4"];
+  return [...STORE_PREFERENCE];
+}
+
+export interface PlanRequest {
+  budgetBytes: number;
+  /** Safety margin as a fraction of the budget (0.1). */
+  margin?: number;
+  /** Candidate methods in preference order. */
+  methods: readonly GovernedMethod[];
+  /** A fixed batch, or undefined for `auto` (BATCH_CANDIDATES up to `batchCap`). */
+  batch?: number;
+  batchCap?: number;
+  /** A fixed store (`auto`: the method's default), or undefined to let the planner choose. */
+  store?: StoreName;
+  /** Drop to `bn` when no method with a backward pass fits (`--method auto`). */
+  fallback?: boolean;
+  topBlocks?: number;
+  ecotta?: EcottaOptions;
+  /** Count the runtime guard's parameter copy (adapt runs with the guard). */
+  guard?: boolean;
+  /** Methods ruled out before any estimate, with why (listed among the alternatives). */
+  unavailable?: Partial<Record<GovernedMethod, string>>;
+}
+
+export interface Alternative {
+  method: GovernedMethod;
+  batch: number;
+  store: string;
+  predicted_peak_bytes: number;
+  fits: boolean;
+  why: string;
+}
+
+export interface Plan {
+  method: GovernedMethod;
+  batch: number;
+  store: Exclude<StoreName, "auto">;
+  predicted_peak_bytes: number;
+  /** Prediction by ledger category at the peak. */
+  by_category: ByCategory;
+  budget_bytes: number;
+  /** The budget less the margin: what the prediction must fit in. */
+  usable_bytes: number;
+  margin: number;
+  /** False when nothing fits: the plan is then the cheapest configuration, reported so the caller can fail. */
+  fits: boolean;
+  reason: string;
+  alternatives: Alternative[];
+}
+
+/** Bytes for a reason line: KiB below 1 MiB, else MiB or GiB with 3 significant digits. */
+function human(bytes: number): string {
+  const [v, unit] = bytes < 2 ** 20
+    ? [bytes / 2 ** 10, "KiB"]
+    : bytes < 2 ** 30
+    ? [bytes / 2 ** 20, "MiB"]
+    : [bytes / 2 ** 30, "GiB"];
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${unit}`;
+}
+
+/** Choose a configuration for `request` with `estimator`'s predictions. */
+export function planRun(estimator: Estimator, request: PlanRequest): Plan {
+  const margin = request.margin ?? DEFAULT_MARGIN;
+  const usable = Math.floor(request.budgetBytes * (1 - margin));
+  const cache = new Map<string, Estimate | Error>();
+  const estimate = (method: GovernedMethod, batch: number, store: StoreName): Estimate => {
+    const key = `${method}/${batch}/${store}`;
+    let e = cache.get(key);
+    if (!e) {
+      try {
+        e = estimator.estimate({
+          method,
+          batch,
+          store,
+          topBlocks: request.topBlocks,
+          ecotta: request.ecotta,
+          guard: request.guard,
+        });
+      } catch (err) {
+        e = err as Error;
+      }
+      cache.set(key, e);
+    }
+    if (e instanceof Error) throw e;
+    return e;
+  };
+  const batchesFor = (method: GovernedMethod): number[] => {
+    if (request.batch !== undefined) return [request.batch];
+    const cap = request.batchCap ?? BATCH_CAP;
+    const list = BATCH_CANDIDATES.filter((b) => b <= cap);
+    return method === "source" ? [...list, 1] : list;
+  };
+  const storesOf = (method: GovernedMethod): StoreName[] =>
+    request.store !== undefined ? [request.store] : storesFor(method);
+
+  interface Outcome {
+    method: GovernedMethod;
+    /** The first fitting configuration in preference order. */
+    best?: Estimate;
+    /** The cheapest configuration tried. */
+    smallest?: Estimate;
+    /** A larger batch than `best` that did not fit, with its cheapest store. */
+    largerBatch?: Estimate;
+    /** A more faithful store than `best`'s at its batch, that did not fit. */
+    betterStore?: Estimate;
+    error?: string;
+  }
+  const outcomes: Outcome[] = [];
+  const methods = [...request.methods];
+  if (request.fallback && !methods.includes("bn")) methods.push("bn");
+  for (const method of methods) {
+    const o: Outcome = { method };
+    outcomes.push(o);
+    const ruledOut = request.unavailable?.[method];
+    if (ruledOut) {
+      o.error = ruledOut;
+      continue;
+    }
+    try {
+      const stores = storesOf(method);
+      for (const batch of batchesFor(method)) {
+        const byStore = stores.map((s) => estimate(method, batch, s));
+        const low = byStore.reduce((a, e) => (e.peak_bytes < a.peak_bytes ? e : a));
+        if (!o.smallest || low.peak_bytes < o.smallest.peak_bytes) o.smallest = low;
+        const k = byStore.findIndex((e) => e.peak_bytes <= usable);
+        if (k >= 0) {
+          o.best = byStore[k];
+          if (k > 0) o.betterStore = byStore[k - 1];
+          break;
+        }
+        o.largerBatch = low;
+      }
+    } catch (err) {
+      o.error = (err as Error).message;
+    }
+  }
+  const chosenAt = outcomes.findIndex((o) => o.best);
+  const fellBack = chosenAt >= 0 && request.fallback && !hasBackward(outcomes[chosenAt].method) &&
+    request.methods.some(hasBackward);
+  const cheapest = outcomes.map((o) => o.smallest).filter((e): e is Estimate => e !== undefined)
+    .reduce<Estimate | null>((a, e) => (!a || e.peak_bytes < a.peak_bytes ? e : a), null);
+  const e = chosenAt >= 0 ? outcomes[chosenAt].best! : cheapest;
+  if (!e) {
+    throw new Error(
+      `plan: no method can run on this model (${outcomes.map((o) => `${o.method}: ${o.error}`).join("; ")})`,
+    );
+  }
+  const fits = chosenAt >= 0;
+  const alternatives: Alternative[] = [];
+  outcomes.forEach((o, i) => {
+    if (o.error) {
+      alternatives.push({
+        method: o.method,
+        batch: 0,
+        store: "-",
+        predicted_peak_bytes: 0,
+        fits: false,
+        why: o.error,
+      });
+    } else if (i === chosenAt) {
+      if (o.largerBatch) {
+        const l = o.largerBatch;
+        alternatives.push(
+          alt(l, false, `batch ${l.batch} needs ${human(l.peak_bytes)} even with ${l.store}`),
+        );
+      }
+      if (o.betterStore) {
+        const b = o.betterStore;
+        alternatives.push(alt(b, false, `${b.store} at batch ${b.batch} needs ${human(b.peak_bytes)}`));
+      }
+    } else if (o.best) {
+      alternatives.push(alt(o.best, true, `fits, but ${e.method} is preferred`));
+    } else if (o.smallest) {
+      const sm = o.smallest;
+      alternatives.push(
+        alt(sm, false, `needs at least ${human(sm.peak_bytes)} (batch ${sm.batch}, ${sm.store})`),
+      );
+    }
+  });
+  const reason = !fits
+    ? `nothing fits in ${human(usable)} (${human(request.budgetBytes)} less the ${
+      margin * 100
+    }% margin); the smallest ` +
+      `configuration, ${e.method} at batch ${e.batch} with ${e.store}, needs ${human(e.peak_bytes)}`
+    : `${e.method} at batch ${e.batch} with ${e.store} needs ${human(e.peak_bytes)} of ${
+      human(usable)
+    } usable ` +
+      `(${human(request.budgetBytes)} less the ${margin * 100}% margin)` +
+      (fellBack ? "; no method with a backward pass fits, so BN adaptation (forward only)" : "");
+  return {
+    method: e.method,
+    batch: e.batch,
+    store: e.store,
+    predicted_peak_bytes: e.peak_bytes,
+    by_category: e.at_peak,
+    budget_bytes: request.budgetBytes,
+    usable_bytes: usable,
+    margin,
+    fits,
+    reason,
+    alternatives,
+  };
+}
+
+function alt(e: Estimate, fits: boolean, why: string): Alternative {
+  return { method: e.method, batch: e.batch, store: e.store, predicted_peak_bytes: e.peak_bytes, fits, why };
+}
