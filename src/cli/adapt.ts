@@ -104,7 +104,7 @@ export default async function adapt(args: string[]): Promise<number> {
     warmup: warmup !== undefined,
   });
   const { batch, store } = gov;
-  const m = await createMethod(gov.method, model.module, { lr, warmup });
+  const m = await createMethod(gov.method, model.module, { lr, warmup, name: model.path });
   const guard = new RuntimeGuard({
     batch,
     store,

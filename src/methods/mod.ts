@@ -14,6 +14,8 @@ export interface MethodOptions {
   lr?: number;
   /** EcoTTA's clean warm-up data. */
   warmup?: { set: ImageSet; preprocess?: PreprocessOptions };
+  /** The model's file, for error messages. */
+  name?: string;
 }
 
 export async function createMethod(
@@ -35,7 +37,7 @@ export async function createMethod(
       return await Sar.create(model, lr);
     case "ecotta": {
       const { EcoTta } = await import("./ecotta.ts");
-      return await EcoTta.create(model, { ...lr, warmup: options.warmup });
+      return await EcoTta.create(model, { ...lr, warmup: options.warmup, name: options.name });
     }
   }
   throw new Error(`Unknown method "${name}" (known: ${METHODS.join(", ")})`);

@@ -4,6 +4,7 @@ import { backward } from "../../src/autograd/tape.ts";
 import { buildIrbNet, type IrbNet } from "../../src/nn/mobilenet.ts";
 import { EcoTta, splitBlocks } from "../../src/methods/ecotta.ts";
 import { l1ToConstant } from "../../src/methods/ecotta_meta.ts";
+import { clippedNormalMoments } from "../../src/methods/ecotta_stats.ts";
 import { SourceOnly } from "../../src/methods/bn_adapt.ts";
 import { moduleToOnnx } from "../../src/onnx/from_module.ts";
 import { decodeModel, loadModel } from "../../src/onnx/model.ts";
@@ -50,11 +51,11 @@ Deno.test("splitBlocks() puts the stem alone first and the extra blocks in the l
   throws(() => splitBlocks(3, 4), /cannot split 3 blocks into 4 partitions/);
 });
 
-Deno.test("EcoTta.create() without warm-up starts as the identity: first logits equal the source model's", async () => {
+Deno.test("EcoTta.create() with init identity starts as the source model: first logits equal its logits", async () => {
   const net = smallNet();
   const x = batch(1);
   const want = await sourceLogits(net, x);
-  const eco = await EcoTta.create(net, { lambda: 0.5 });
+  const eco = await EcoTta.create(net, { init: "identity" });
   deepEqual(eco.partitionSizes, [1, 1, 2, 2]);
   const got = await eco.step(x);
   // Eval BN with running variance 1 - eps and a zero conv: identity up to float32 rounding.
@@ -210,4 +211,52 @@ Deno.test("EcoTta.create() names an ONNX model it cannot partition", async () =>
     /EcoTTA cannot partition fixtures\/models\/small_cnn_preserve\.onnx: /,
   );
   model.dispose();
+});
+
+Deno.test("clippedNormalMoments() matches the closed form for N(0, 1) clipped to [0, 6]", () => {
+  // mean = phi(0) - phi(6) + 6 P(Z > 6) ~ 1/sqrt(2 pi); E[y^2] ~ P(0 < Z < 6) = 1/2, so var ~ 1/2 - 1/(2 pi).
+  const [m, v] = clippedNormalMoments(0, 1, 0, 6);
+  ok(Math.abs(m - 1 / Math.sqrt(2 * Math.PI)) < 1e-6, `mean ${m}`);
+  ok(Math.abs(v - (0.5 - 1 / (2 * Math.PI))) < 1e-6, `variance ${v}`);
+  // Far inside the window nothing is clipped: N(3, 0.1^2) keeps its moments.
+  const [m3, v3] = clippedNormalMoments(3, 0.1, 0, 6);
+  ok(Math.abs(m3 - 3) < 1e-9 && Math.abs(v3 - 0.01) < 1e-7, `${m3} ${v3}`);
+});
+
+Deno.test("EcoTta.create() without warm-up reads BN-ended partitions' statistics from the backbone's BN", async () => {
+  // Running statistics made exact for a set D (momentum 1, D as one batch), then BN_k calibrated from the BN
+  // parameters must match BN_k calibrated by measuring D, where a partition ends in a non-residual IRB.
+  const set = cleanSet(32, 11);
+  const x = Tensor.from(b, Float32Array.from(set.pixels, (p) => p / 255), [32, 1, 16, 16]);
+  const make = () => {
+    const net = buildIrbNet(b, {
+      inChannels: 1,
+      numClasses: 10,
+      stemChannels: 8,
+      stemStride: 1,
+      blocks: [[1, 8, 1, 1], [4, 16, 2, 2], [4, 24, 1, 2]],
+      lastChannels: 32,
+      seed: 3,
+      bn: { momentum: 1 },
+    });
+    net.train();
+    net.call(x).dispose();
+    return net;
+  };
+  const blocksPerPartition = [2, 1, 2, 1]; // partitions 2 and 3 end in stride-2 IRBs: BN, no residual
+  const free = await EcoTta.create(make(), { blocksPerPartition });
+  const measured = await EcoTta.create(make(), { blocksPerPartition, warmup: { set } });
+  for (const k of [1, 2]) {
+    const [a, c] = [free.metaNets[k], measured.metaNets[k]];
+    ok(a.batchStats && c.batchStats);
+    // gamma_k is the output's standard deviation: the scale both comparisons are relative to.
+    const std = Math.max(...Array.from(await c.bn.weight.data(), Math.abs));
+    for (const [p, q] of [[a.bn.weight, c.bn.weight], [a.bn.bias, c.bn.bias]]) {
+      const d = maxAbsDiff(await p.data(), await q.data());
+      ok(d < 0.01 * std, `partition ${k}: max |diff| ${d}, output std ${std}`);
+    }
+  }
+  x.dispose();
+  free.dispose();
+  measured.dispose();
 });
