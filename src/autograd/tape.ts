@@ -77,11 +77,17 @@ export function record(
   return out;
 }
 
-function topoOrder(root: GradNode): GradNode[] {
-  const order: GradNode[] = [];
-  const seen = new Set<GradNode>();
+/** A node of any tape-shaped graph (the real tape, and the governor's simulated one). */
+export interface TopoNode<N> {
+  readonly inputs: readonly ({ node: N | null } | null)[];
+}
+
+/** Nodes reachable from root, every node after all of its inputs' nodes. */
+export function topoOrder<N extends TopoNode<N>>(root: N): N[] {
+  const order: N[] = [];
+  const seen = new Set<N>();
   // Iterative DFS: real nets are deep enough to make recursion risky.
-  const stack: [GradNode, number][] = [[root, 0]];
+  const stack: [N, number][] = [[root, 0]];
   seen.add(root);
   while (stack.length) {
     const top = stack[stack.length - 1];

@@ -10,6 +10,7 @@
  * saved state released node by node). The per-op rules live in sim_ops.ts. The ledger's measured peak on a
  * real run is the ground truth this is checked against (tests/null/governor_estimate_test.ts).
  */
+import { topoOrder } from "../autograd/tape.ts";
 import { type ByCategory, CATEGORIES, type Category } from "../memory/ledger.ts";
 import type { CodecName } from "../memory/codecs.ts";
 import { encodedBytes } from "../memory/codecs_quant.ts";
@@ -346,26 +347,4 @@ function releaseNode(node: SimNode): void {
   if (node.released) return;
   node.released = true;
   for (const s of node.saved) s.release();
-}
-
-function topoOrder(root: SimNode): SimNode[] {
-  const order: SimNode[] = [];
-  const seen = new Set<SimNode>([root]);
-  const stack: [SimNode, number][] = [[root, 0]];
-  while (stack.length) {
-    const top = stack[stack.length - 1];
-    const [node, i] = top;
-    if (i < node.inputs.length) {
-      top[1]++;
-      const child = node.inputs[i]?.node;
-      if (child && !seen.has(child)) {
-        seen.add(child);
-        stack.push([child, 0]);
-      }
-    } else {
-      stack.pop();
-      order.push(node);
-    }
-  }
-  return order;
 }

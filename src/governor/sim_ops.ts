@@ -9,30 +9,13 @@
  * (conv, linear, matmul, gemm, batch norm) are in sim_layers.ts.
  */
 import { broadcastShapes } from "../ops/elementwise.ts";
-import { normalizeAxes } from "../ops/reduce.ts";
+import { normalizeAxes, runsOf } from "../ops/reduce.ts";
 import { resolveShape } from "../ops/shape.ts";
 import { type Sim, type SimSaved, type SimSavedTensor, type SimTensor, sizeOf } from "./sim.ts";
 
 type T = SimTensor;
 
 // ---- reductions (reduce.ts) ----
-
-interface Run {
-  size: number;
-  reduced: boolean;
-}
-
-function runsOf(shape: readonly number[], axes: readonly number[]): Run[] {
-  const runs: Run[] = [];
-  shape.forEach((d, i) => {
-    if (d === 1) return;
-    const reduced = axes.includes(i);
-    const last = runs.at(-1);
-    if (last && last.reduced === reduced) last.size *= d;
-    else runs.push({ size: d, reduced });
-  });
-  return runs;
-}
 
 export function reduceAxes(s: Sim, x: T, axes: readonly number[], shape?: readonly number[]): T {
   const out = shape ?? x.shape.filter((_, i) => !axes.includes(i));

@@ -30,13 +30,13 @@ export function normalizeAxes(
   return [...out].sort((p, q) => p - q);
 }
 
-interface Run {
+export interface Run {
   size: number;
   reduced: boolean;
 }
 
 /** Adjacent dims merged into runs that are all kept or all reduced; size-1 dims are dropped. */
-function runsOf(shape: readonly number[], axes: readonly number[]): Run[] {
+export function runsOf(shape: readonly number[], axes: readonly number[]): Run[] {
   const runs: Run[] = [];
   shape.forEach((d, i) => {
     if (d === 1) return;
