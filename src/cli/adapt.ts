@@ -3,15 +3,7 @@
  * Test-time adaptation over a stream of domains, with online error, resets and the ledger's measured peaks.
  */
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
-import {
-  BACKEND_FLAG,
-  fitPreprocess,
-  openBackend,
-  openModel,
-  openStreams,
-  PREPROCESS_FLAGS,
-  preprocessFor,
-} from "./common.ts";
+import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { UsageError } from "./errors.ts";
 import { createMethod, METHODS } from "../methods/mod.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
@@ -76,16 +68,7 @@ export default async function adapt(args: string[]): Promise<number> {
     ? "reset-each-domain"
     : "continual";
   const lr = parseNumber("lr", flags.lr, { min: 0 });
-  const skipped: { images: string; name: string; reason: string }[] = [];
-  const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
-    skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
-    console.error(`edgetrain adapt: skipped: ${reason}`);
-  });
-  const backend = await openBackend(flags.backend);
-  const model = await openModel(backend, flags.model);
-  const basePre = await preprocessFor(model.path, flags);
-  const pre = fitPreprocess(streams[0].set, basePre, model, streams[0].name);
-  for (const s of streams.slice(1)) fitPreprocess(s.set, basePre, model, s.name);
+  const { streams, skipped, backend, model, preprocess: pre } = await openJob("adapt", flags);
   const warmup = flags["warmup-images"]
     ? { set: await loadImages(flags["warmup-images"], { labels: flags["warmup-labels"] }), preprocess: pre }
     : undefined;

@@ -159,3 +159,45 @@ export async function openStreams(
   }
   return out;
 }
+
+/** An input that was reported and skipped (an unreadable file of a folder). */
+export interface SkippedFile {
+  images: string;
+  name: string;
+  reason: string;
+}
+
+export interface Job {
+  streams: { name: string; set: ImageSet }[];
+  skipped: SkippedFile[];
+  backend: Backend;
+  model: LoadedModel;
+  preprocess: PreprocessOptions;
+}
+
+/**
+ * What predict and adapt start with: the --images streams (unreadable files reported on stderr and skipped),
+ * the backend, the model, and preprocessing that fits every stream to the model's input.
+ */
+export async function openJob(
+  command: string,
+  flags: Record<string, string | boolean | undefined | string[]> & {
+    images?: string[];
+    labels?: string[];
+    model?: string;
+    backend?: string;
+  },
+  options: { log?: boolean } = {},
+): Promise<Job> {
+  const skipped: SkippedFile[] = [];
+  const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
+    skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
+    console.error(`edgetrain ${command}: skipped: ${reason}`);
+  });
+  const backend = await openBackend(flags.backend, options.log ?? true);
+  const model = await openModel(backend, flags.model);
+  const base = await preprocessFor(model.path, flags);
+  const preprocess = fitPreprocess(streams[0].set, base, model, streams[0].name);
+  for (const s of streams.slice(1)) fitPreprocess(s.set, base, model, s.name);
+  return { streams, skipped, backend, model, preprocess };
+}

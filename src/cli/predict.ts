@@ -3,15 +3,7 @@
  * Inference with the model as exported (eval mode, running statistics); error when labels are given.
  */
 import { parseFlags, parseNumber } from "./args.ts";
-import {
-  BACKEND_FLAG,
-  fitPreprocess,
-  openBackend,
-  openModel,
-  openStreams,
-  PREPROCESS_FLAGS,
-  preprocessFor,
-} from "./common.ts";
+import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { SourceOnly } from "../methods/bn_adapt.ts";
 import { runAdaptation } from "../methods/run.ts";
 
@@ -38,16 +30,7 @@ export default async function predict(args: string[]): Promise<number> {
     return 0;
   }
   const batch = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
-  const skipped: { images: string; name: string; reason: string }[] = [];
-  const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
-    skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
-    console.error(`edgetrain predict: skipped: ${reason}`);
-  });
-  const backend = await openBackend(flags.backend);
-  const model = await openModel(backend, flags.model);
-  const basePre = await preprocessFor(model.path, flags);
-  const pre = fitPreprocess(streams[0].set, basePre, model, streams[0].name);
-  for (const s of streams.slice(1)) fitPreprocess(s.set, basePre, model, s.name);
+  const { streams, skipped, backend, model, preprocess: pre } = await openJob("predict", flags);
   const method = new SourceOnly(model.module);
   const report = await runAdaptation(backend, method, streams, {
     batch,
