@@ -92,6 +92,8 @@ for (const protocol of args.protocols!.split(",")) {
 }
 
 const torch = args.torch ? JSON.parse(await Deno.readTextFile(args.torch)) : null;
+// tools/parity/tent_torch.py names streams by file ("fog-s5"), the manifest by corruption ("fog").
+const torchError = (method: string, name: string): number => torch.errors[method][name] ?? torch.errors[method][`${name}-s5`];
 const pct = (v: number | undefined) => (v === undefined ? "–" : (100 * v).toFixed(1));
 const names = domains.map((d) => d.name);
 let md =
@@ -108,8 +110,8 @@ for (const protocol of args.protocols!.split(",")) {
     for (const method of ["source", "bn", "tent"]) {
       const t = torch.errors[method];
       if (!t) continue;
-      const mean = names.reduce((s, n) => s + t[n], 0) / names.length;
-      md += `| pytorch ${method} | ${pct(mean)} | ${names.map((n) => pct(t[n])).join(" | ")} |\n`;
+      const mean = names.reduce((s, n) => s + torchError(method, n), 0) / names.length;
+      md += `| pytorch ${method} | ${pct(mean)} | ${names.map((n) => pct(torchError(method, n))).join(" | ")} |\n`;
     }
   }
   md += "\n";
@@ -118,7 +120,7 @@ let parity: Record<string, unknown> | null = null;
 if (torch) {
   const gap = (method: string) => {
     const ours = rows.find((r) => r.method === method && r.protocol === "per-domain");
-    return ours ? Math.max(...names.map((n) => Math.abs(ours.domains[n] - torch.errors[method][n]))) : null;
+    return ours ? Math.max(...names.map((n) => Math.abs(ours.domains[n] - torchError(method, n)))) : null;
   };
   parity = { tent_max_gap_points: 100 * (gap("tent") ?? NaN), bn_max_gap_points: 100 * (gap("bn") ?? NaN) };
   md += `PyTorch parity (per-corruption reset): largest |edgetrain - PyTorch| is ` +

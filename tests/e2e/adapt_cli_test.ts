@@ -1,0 +1,82 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { encode as encodePng } from "fast-png";
+import { runCli, stream } from "./_cli.ts";
+import { loadImages } from "../../src/data/images.ts";
+
+const MODEL = "fixtures/models/torch_mnist_cnn_preserve.onnx";
+
+Deno.test("edgetrain adapt --json reports online error per domain, the ledger's peaks and resets", async () => {
+  const r = await runCli([
+    "adapt",
+    "--model",
+    MODEL,
+    "--method",
+    "tent",
+    "--batch",
+    "50",
+    ...stream("fog-s5"),
+    ...stream("contrast-s5"),
+    "--backend",
+    "cpu",
+    "--json",
+  ]);
+  equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  equal(out.method, "tent");
+  equal(out.batch, 50);
+  equal(out.n, 1000);
+  equal(out.domains.length, 2);
+  for (const d of out.domains) ok(d.n === 500 && d.error >= 0 && d.error <= 1);
+  ok(
+    Math.abs(out.error - (out.domains[0].error + out.domains[1].error) / 2) < 1e-9,
+    "error is over the whole stream",
+  );
+  ok(out.peak_saved_bytes > 0 && out.peak_bytes >= out.peak_saved_bytes);
+  ok(out.predicted_peak_bytes > 0, "the governor's prediction is reported next to the measurement");
+  equal(out.resets, 0);
+  ok(out.ms_per_batch > 0);
+});
+
+Deno.test("edgetrain adapt skips unreadable and wrong-size files of a folder by name and goes on", async () => {
+  const dir = await Deno.makeTempDir();
+  const clean = await loadImages("fixtures/streams/mnist_c/clean-images-idx3-ubyte.gz");
+  for (let i = 0; i < 6; i++) {
+    const data = clean.pixels.slice(i * 784, (i + 1) * 784);
+    await Deno.writeFile(
+      `${dir}/digit_${i}.png`,
+      encodePng({ width: 28, height: 28, data, channels: 1, depth: 8 }),
+    );
+  }
+  await Deno.writeFile(`${dir}/digit_6_broken.png`, new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
+  await Deno.writeFile(
+    `${dir}/digit_7_small.png`,
+    encodePng({ width: 20, height: 20, data: new Uint8Array(400), channels: 1, depth: 8 }),
+  );
+  const r = await runCli([
+    "adapt",
+    "--model",
+    MODEL,
+    "--method",
+    "tent",
+    "--batch",
+    "4",
+    "--images",
+    dir,
+    "--backend",
+    "cpu",
+    "--json",
+  ]);
+  equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  equal(out.n, 6, "the six readable digits were adapted on");
+  equal(out.skipped, 2);
+  deepEqual(out.skipped_inputs.map((s: { name: string }) => s.name.split("/").pop()).sort(), [
+    "digit_6_broken.png",
+    "digit_7_small.png",
+  ]);
+  ok(
+    r.stderr.includes("digit_6_broken.png") && r.stderr.includes("digit_7_small.png"),
+    "each skip is reported on stderr",
+  );
+  await Deno.remove(dir, { recursive: true });
+});
