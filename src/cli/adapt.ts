@@ -9,6 +9,7 @@ import { createMethod, METHODS } from "../methods/mod.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
 import { loadImages } from "../data/images.ts";
 import { exportModule } from "../onnx/export.ts";
+import { decodeCheckpoint, encodeCheckpoint, sha256Hex, writeFileAtomic } from "../service/checkpoint.ts";
 import { outputShape } from "../data/preprocess.ts";
 import { withStore } from "../memory/policy.ts";
 import { hasBackward } from "../governor/config.ts";
@@ -31,6 +32,9 @@ export const HELP =
   --warmup-images W --warmup-labels WL   clean data to warm up EcoTTA's meta networks
   --backend webgpu|cpu|auto --mean --std --pad --size --channels
   --export A.onnx           write the adapted model as ONNX
+  --save-state FILE         write the adapted state (model, optimizer, method counters; the checkpoint
+                            format of \`serve\`, checksummed, written atomically)
+  --load-state FILE         continue from a saved state of the same model and method
   --json                    print one JSON object on stdout`;
 
 export default async function adapt(args: string[]): Promise<number> {
@@ -49,6 +53,8 @@ export default async function adapt(args: string[]): Promise<number> {
     "warmup-images": { type: "string" },
     "warmup-labels": { type: "string" },
     export: { type: "string" },
+    "save-state": { type: "string" },
+    "load-state": { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
     ...BACKEND_FLAG,
@@ -88,6 +94,22 @@ export default async function adapt(args: string[]): Promise<number> {
   });
   const { batch, store } = gov;
   const m = await createMethod(gov.method, model.module, { lr, warmup, name: model.path });
+  const modelSha = flags["save-state"] || flags["load-state"]
+    ? await sha256Hex(await Deno.readFile(model.path))
+    : "";
+  let stepsBefore = 0;
+  if (flags["load-state"]) {
+    const file = flags["load-state"];
+    const ck = await decodeCheckpoint(await Deno.readFile(file), file);
+    if (ck.header.model_sha256 !== modelSha || ck.header.method !== gov.method) {
+      throw new Error(
+        `State "${file}" was saved for method ${ck.header.method} on another model or method ` +
+          `(this run: ${gov.method} on "${model.path}")`,
+      );
+    }
+    m.loadState(ck.state);
+    stepsBefore = ck.header.step;
+  }
   const guard = new RuntimeGuard({
     batch,
     store,
@@ -105,6 +127,16 @@ export default async function adapt(args: string[]): Promise<number> {
       guard,
     }));
   guard.dispose();
+  if (flags["save-state"]) {
+    const bytes = await encodeCheckpoint({
+      model_sha256: modelSha,
+      method: gov.method,
+      step: stepsBefore + report.updates,
+      created: new Date().toISOString(),
+      counters: { images: report.n },
+    }, await m.state());
+    await writeFileAtomic(flags["save-state"], bytes);
+  }
   if (flags.export) {
     await Deno.writeFile(
       flags.export,

@@ -1,7 +1,8 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { encode as encodePng } from "fast-png";
 import { runCli, stream } from "./_cli.ts";
 import { loadImages } from "../../src/data/images.ts";
+import { decodeCheckpoint } from "../../src/service/checkpoint.ts";
 
 const MODEL = "fixtures/models/torch_mnist_cnn_preserve.onnx";
 
@@ -78,5 +79,41 @@ Deno.test("edgetrain adapt skips unreadable and wrong-size files of a folder by 
     r.stderr.includes("digit_6_broken.png") && r.stderr.includes("digit_7_small.png"),
     "each skip is reported on stderr",
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("edgetrain adapt --save-state writes a checksummed state that --load-state continues from", async () => {
+  const dir = await Deno.makeTempDir();
+  const base = [
+    "adapt",
+    "--model",
+    MODEL,
+    "--batch",
+    "100",
+    ...stream("fog-s5"),
+    "--backend",
+    "cpu",
+    "--json",
+  ];
+  const first = await runCli([...base, "--method", "tent", "--save-state", `${dir}/s1.etck`]);
+  equal(first.code, 0, first.stderr);
+  const saved = await decodeCheckpoint(await Deno.readFile(`${dir}/s1.etck`));
+  equal(saved.header.method, "tent");
+  equal(saved.header.step, JSON.parse(first.stdout).updates);
+  ok(Object.keys(saved.state).some((k) => k.startsWith("optimizer.")), "the optimizer state is saved too");
+  const next = await runCli([
+    ...base,
+    "--method",
+    "tent",
+    "--load-state",
+    `${dir}/s1.etck`,
+    "--save-state",
+    `${dir}/s2.etck`,
+  ]);
+  equal(next.code, 0, next.stderr);
+  equal((await decodeCheckpoint(await Deno.readFile(`${dir}/s2.etck`))).header.step, 2 * saved.header.step);
+  const wrong = await runCli([...base, "--method", "eata", "--load-state", `${dir}/s1.etck`]);
+  ok(wrong.code !== 0);
+  match(wrong.stderr, /was saved for method tent on another model or method/);
   await Deno.remove(dir, { recursive: true });
 });
