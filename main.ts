@@ -8,6 +8,7 @@ type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<{ default: Command }>> = {
   demo: () => import("./src/cli/demo.ts"),
+  bench: () => import("./src/cli/bench.ts"),
   predict: () => import("./src/cli/predict.ts"),
   adapt: () => import("./src/cli/adapt.ts"),
   train: () => import("./src/cli/train.ts"),
@@ -30,7 +31,7 @@ Commands:
   service    "service install" writes a systemd unit that runs serve
   plan       the method, batch and store that fit a memory budget, with the predicted peak
   profile    probe this machine's WebGPU adapter and throughput, write a device profile
-  (predict, adapt, train, plan, profile, serve, service and bench arrive with their issues)
+  bench      kernel throughput and the time of a TENT step on this machine
 
 Run "edgetrain <command> --help" for a command's options.`;
 
