@@ -93,7 +93,8 @@ for (const protocol of args.protocols!.split(",")) {
 
 const torch = args.torch ? JSON.parse(await Deno.readTextFile(args.torch)) : null;
 // tools/parity/tent_torch.py names streams by file ("fog-s5"), the manifest by corruption ("fog").
-const torchError = (method: string, name: string): number => torch.errors[method][name] ?? torch.errors[method][`${name}-s5`];
+const torchError = (method: string, name: string): number =>
+  torch.errors[method][name] ?? torch.errors[method][`${name}-s5`];
 const pct = (v: number | undefined) => (v === undefined ? "–" : (100 * v).toFixed(1));
 const names = domains.map((d) => d.name);
 let md =
@@ -111,7 +112,9 @@ for (const protocol of args.protocols!.split(",")) {
       const t = torch.errors[method];
       if (!t) continue;
       const mean = names.reduce((s, n) => s + torchError(method, n), 0) / names.length;
-      md += `| pytorch ${method} | ${pct(mean)} | ${names.map((n) => pct(torchError(method, n))).join(" | ")} |\n`;
+      md += `| pytorch ${method} | ${pct(mean)} | ${
+        names.map((n) => pct(torchError(method, n))).join(" | ")
+      } |\n`;
     }
   }
   md += "\n";
