@@ -10,7 +10,7 @@
  * saved state released node by node). The per-op rules live in sim_ops.ts. The ledger's measured peak on a
  * real run is the ground truth this is checked against (tests/null/governor_estimate_test.ts).
  */
-import { topoOrder } from "../autograd/tape.ts";
+import { type Saved, topoOrder } from "../autograd/tape.ts";
 import { type ByCategory, CATEGORIES, type Category } from "../memory/ledger.ts";
 import type { CodecName } from "../memory/codecs.ts";
 import { encodedBytes } from "../memory/codecs_quant.ts";
@@ -39,10 +39,8 @@ export interface SimStorage {
   refs: number;
 }
 
-export interface SimSaved {
-  readonly bytes: number;
-  release(): void;
-}
+/** What the simulated tape keeps for backward: the real tape's Saved shape. */
+export type SimSaved = Saved;
 
 export interface SimSavedTensor extends SimSaved {
   get(): SimTensor;

@@ -12,14 +12,23 @@ type T = SimTensor;
 
 // ---- convolution and matrix products (conv.ts, linear.ts) ----
 
-export function conv2d(s: Sim, x: T, w: T, bias: T | null, options: Omit<Conv2dOptions, "bias">): T {
-  const y = s.empty(conv2dOutputShape(x.shape, w.shape, options));
+/**
+ * The saving rule conv2d and linear share: the data operand is saved when the weight trains, the weight is
+ * kept by reference when the data needs a gradient; backward allocates dx, dw and (via `db`) the bias grad.
+ */
+function recordWeighted(
+  s: Sim,
+  op: string,
+  y: T,
+  [x, w, bias]: [T, T, T | null],
+  db: (dy: T) => T,
+): T {
   const needX = s.needsGrad(x), needW = s.needsGrad(w), needB = s.needsGrad(bias);
   if (!needX && !needW && !needB) return y;
   const savedX = needW ? s.saveFloat(x) : null;
   const keptW = needX ? s.keepOperand(w) : null;
-  const xShape = x.shape, wShape = w.shape, cout = w.shape[0];
-  return s.record("conv2d", y, [x, w, bias], (dy) => {
+  const xShape = x.shape, wShape = w.shape;
+  return s.record(op, y, [x, w, bias], (dy) => {
     let dx: T | null = null, dw: T | null = null;
     if (keptW) {
       const wv = keptW.get();
@@ -31,35 +40,27 @@ export function conv2d(s: Sim, x: T, w: T, bias: T | null, options: Omit<Conv2dO
       dw = s.empty(wShape);
       xv.dispose();
     }
-    const db = needB ? reduceAxes(s, dy, [0, 2, 3], [cout]) : null;
-    return [dx, dw, db];
+    return [dx, dw, needB ? db(dy) : null];
   }, [savedX, keptW].filter((v) => v !== null));
+}
+
+export function conv2d(s: Sim, x: T, w: T, bias: T | null, options: Omit<Conv2dOptions, "bias">): T {
+  const y = s.empty(conv2dOutputShape(x.shape, w.shape, options));
+  const cout = w.shape[0];
+  return recordWeighted(s, "conv2d", y, [x, w, bias], (dy) => reduceAxes(s, dy, [0, 2, 3], [cout]));
 }
 
 export function linear(s: Sim, x: T, w: T, b: T | null): T {
   const [nOut, nIn] = w.shape;
   const rows = x.size / nIn;
   const y = s.empty([...x.shape.slice(0, -1), nOut]);
-  const needX = s.needsGrad(x), needW = s.needsGrad(w), needB = s.needsGrad(b);
-  if (!needX && !needW && !needB) return y;
-  const savedX = needW ? s.saveFloat(x) : null;
-  const keptW = needX ? s.keepOperand(w) : null;
-  const xShape = x.shape, wShape = w.shape;
-  return s.record("linear", y, [x, w, b], (dy) => {
-    let dx: T | null = null, dw: T | null = null;
-    if (keptW) {
-      const wt = keptW.get();
-      dx = s.empty(xShape);
-      wt.dispose();
-    }
-    if (savedX) {
-      const xt = savedX.get();
-      dw = s.empty(wShape);
-      xt.dispose();
-    }
-    const db = needB ? reduceAxes(s, s.view(dy, [rows, nOut]), [0], [nOut]) : null;
-    return [dx, dw, db];
-  }, [savedX, keptW].filter((v) => v !== null));
+  return recordWeighted(
+    s,
+    "linear",
+    y,
+    [x, w, b],
+    (dy) => reduceAxes(s, s.view(dy, [rows, nOut]), [0], [nOut]),
+  );
 }
 
 export function matmul(s: Sim, a: T, b: T): T {
