@@ -3,10 +3,10 @@
  *
  *   deno run -A tools/governor_table.ts [--quick] [--out docs/governor.md]
  *
- * 1. For every method (source, bn, tent, eata, sar, ecotta; full, bias, mobiletl) and store (fp32, fp16,
- *    int8, int4, mask) on each model and batch 4, 16, 64: the estimator's prediction (src/governor/
- *    estimate.ts, no trial run) next to the ledger's measured peak of the real method on the CPU backend
- *    (src/governor/measure.ts: random images, filters opened so every batch updates), and the error.
+ * 1. For every registered method and store (fp32, fp16, int8, int4, mask) on each model and batch 4, 16, 64,
+ *    with the runtime guard as adapt runs (train methods without): the estimator's prediction (src/governor/
+ *    estimate.ts: the real step on the null backend) next to the ledger's measured peak of the real method
+ *    on the CPU backend (src/governor/measure.ts: random images, filters opened so every batch updates).
  * 2. For budgets from 16 MiB to 2 GiB: what `adapt --budget B --batch auto --method auto` plans and what it
  *    then measures over a real stream with the real filters and the runtime guard, as the CLI runs it.
  *
@@ -18,24 +18,25 @@ import { CpuBackend } from "../src/backend/cpu.ts";
 import type { Backend } from "../src/backend/backend.ts";
 import type { Module } from "../src/nn/module.ts";
 import { buildMobileNetV3 } from "../src/nn/mobilenet_v3.ts";
-import { loadModel, type OnnxModel } from "../src/onnx/model.ts";
+import { loadModel } from "../src/onnx/model.ts";
 import { importOnnx } from "../src/onnx/import.ts";
 import { readIdxImages } from "../src/data/idx.ts";
 import type { ImageSet } from "../src/data/images.ts";
 import type { PreprocessOptions } from "../src/data/preprocess.ts";
 import { withStore } from "../src/memory/policy.ts";
-import { createMethod } from "../src/methods/mod.ts";
-import { runAdaptation } from "../src/methods/run.ts";
 import {
-  ADAPT_METHODS,
-  Estimator,
-  type GovernedMethod,
-  hasBackward,
-  TRAIN_METHODS,
-} from "../src/governor/estimate.ts";
+  autoCandidates,
+  createMethod,
+  type MethodName,
+  methodNamed,
+  METHODS,
+} from "../src/methods/registry.ts";
+import { runAdaptation } from "../src/methods/run.ts";
+import { Estimator } from "../src/governor/estimate.ts";
 import { measurePeak, randomImages } from "../src/governor/measure.ts";
-import { ADAPT_PREFERENCE, planRun } from "../src/governor/planner.ts";
+import { planRun } from "../src/governor/planner.ts";
 import { RuntimeGuard } from "../src/governor/guard.ts";
+import { GuardedBackend } from "../src/governor/guarded_backend.ts";
 import { parseFlags } from "../src/cli/args.ts";
 
 const STORES = ["fp32", "fp16", "int8", "int4", "mask"] as const;
@@ -44,16 +45,17 @@ const MiB = 2 ** 20;
 interface ModelSpec {
   name: string;
   input: number[];
-  load(b: Backend): Promise<{ module: Module; onnx?: OnnxModel }>;
+  /** Makes the model on a backend (ONNX files are decoded once, before). */
+  load(): Promise<(b: Backend) => Module>;
   /** Methods that cannot run on it, with why. */
-  skip?: Partial<Record<GovernedMethod, string>>;
+  skip?: Partial<Record<MethodName, string>>;
   /** A real stream for the budget sweep (else random images). */
   stream?: { images: string; preprocess: PreprocessOptions };
 }
 
-const onnxModel = (path: string) => async (b: Backend) => {
+const onnxModel = (path: string) => async () => {
   const onnx = await loadModel(path);
-  return { module: importOnnx(b, onnx), onnx };
+  return (b: Backend) => importOnnx(b, onnx);
 };
 
 const MODELS: ModelSpec[] = [
@@ -69,7 +71,7 @@ const MODELS: ModelSpec[] = [
   {
     name: "MobileNetV3 (buildMobileNetV3 default, module tree)",
     input: [1, 32, 32],
-    load: (b) => Promise.resolve({ module: buildMobileNetV3(b, { inChannels: 1, numClasses: 10 }) }),
+    load: () => Promise.resolve((b: Backend) => buildMobileNetV3(b, { inChannels: 1, numClasses: 10 })),
   },
   {
     name: "mobilenet_v3_small_preserve.onnx",
@@ -84,31 +86,33 @@ const pct = (e: number) => `${e >= 0 ? "+" : ""}${(100 * e).toFixed(2)}%`;
 
 interface Row {
   model: string;
-  method: GovernedMethod;
+  method: MethodName;
   store: string;
   cells: { batch: number; predicted: number; measured: number; leaked: number }[];
 }
 
 async function predictedVsMeasured(spec: ModelSpec, batches: number[]): Promise<Row[]> {
-  const { module, onnx } = await spec.load(new CpuBackend());
-  const est = new Estimator(module, spec.input, { onnx });
+  const build = await spec.load();
+  const est = new Estimator(build, spec.input);
   const rows: Row[] = [];
-  for (const method of [...ADAPT_METHODS, ...TRAIN_METHODS]) {
+  for (const { name: method, task } of METHODS) {
     if (spec.skip?.[method]) continue;
+    const guard = task === "adapt";
     for (const store of STORES) {
       const row: Row = { model: spec.name, method, store, cells: [] };
       // A fresh backend and model per row: bytes a run leaves live must not count in the next run's peak.
-      const mb = new CpuBackend();
-      const fresh = (await spec.load(mb)).module;
+      const mb = new GuardedBackend(new CpuBackend());
+      const fresh = build(mb);
       let leakedBefore = 0;
       for (const batch of batches) {
-        const predicted = est.estimate({ method, batch, store }).peak_bytes;
+        const predicted = (await est.estimate({ method, batch, store, guard })).peak_bytes;
         const m = await measurePeak(mb, fresh, {
           method,
           batch,
           store,
           input: spec.input,
           batches: method === "eata" ? 4 : 2,
+          guard,
         });
         row.cells.push({ batch, predicted, measured: m.peak_bytes - leakedBefore, leaked: m.leaked_bytes });
         leakedBefore += m.leaked_bytes;
@@ -137,9 +141,10 @@ interface SweepRow {
 }
 
 async function sweep(spec: ModelSpec, budgets: number[], n: number): Promise<SweepRow[]> {
-  const b = new CpuBackend();
-  const { module, onnx } = await spec.load(b);
-  const est = new Estimator(module, spec.input, { onnx });
+  const b = new GuardedBackend(new CpuBackend());
+  const build = await spec.load();
+  const module = build(b);
+  const est = new Estimator(build, spec.input);
   let set: ImageSet, preprocess: PreprocessOptions;
   if (spec.stream) {
     const all = await readIdxImages(spec.stream.images);
@@ -153,9 +158,9 @@ async function sweep(spec: ModelSpec, budgets: number[], n: number): Promise<Swe
   const rows: SweepRow[] = [];
   for (const budget of budgets) {
     // What `adapt --method auto --batch auto --budget B` plans (no EcoTTA warm-up data here).
-    const plan = planRun(est, {
+    const plan = await planRun(est, {
       budgetBytes: budget,
-      methods: ADAPT_PREFERENCE,
+      methods: autoCandidates("adapt").map((m) => m.name),
       fallback: true,
       guard: true,
       unavailable: { ecotta: "no warm-up data" },
@@ -174,12 +179,12 @@ async function sweep(spec: ModelSpec, budgets: number[], n: number): Promise<Swe
       continue;
     }
     const m = await createMethod(plan.method, module);
-    const guard = new RuntimeGuard({
+    const guard = new RuntimeGuard(b, {
       batch: plan.batch,
       store: plan.store,
-      backward: hasBackward(plan.method),
-      estimator: est,
-      method: plan.method,
+      backward: methodNamed(plan.method).backward,
+      peakOf: async (batch, store) =>
+        (await est.estimate({ method: plan.method, batch, store, guard: true })).peak_bytes,
     });
     const report = await withStore(
       plan.store,
@@ -187,7 +192,6 @@ async function sweep(spec: ModelSpec, budgets: number[], n: number): Promise<Swe
         runAdaptation(b, m, [{ name: "sweep", set }], {
           batch: plan.batch,
           preprocess,
-          progress: false,
           guard,
         }),
     );

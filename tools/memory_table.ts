@@ -15,7 +15,7 @@ import { type ImageSet, loadImages, subset } from "../src/data/images.ts";
 import { mnistSplit } from "../src/data/mnist.ts";
 import { loadPreprocessSidecar, type PreprocessOptions } from "../src/data/preprocess.ts";
 import { withStore } from "../src/memory/policy.ts";
-import type { StoreName } from "../src/memory/policy.ts";
+import type { ConcreteStore } from "../src/memory/policy.ts";
 import { prepareTransfer, type TransferMethod } from "../src/methods/mobiletl.ts";
 import { evaluate, trainSupervised } from "../src/methods/supervised.ts";
 import { Tent } from "../src/methods/tent.ts";
@@ -84,7 +84,7 @@ async function measure(
   arch: Arch,
   method: TransferMethod,
   k: number,
-  store: StoreName | null,
+  store: ConcreteStore | null,
   batch: number,
 ) {
   const net = build(arch);
@@ -203,7 +203,7 @@ async function transfer(
   src: Source,
   method: TransferMethod,
   k: number,
-  store: StoreName | null,
+  store: ConcreteStore | null,
   train: ImageSet,
   val: ImageSet,
   seed: number,
@@ -303,7 +303,10 @@ async function accuracyTable(): Promise<void> {
     m.dispose();
     console.log(`| ${src.name} | source (no training) | - | ${pct(e)} | - | - |`);
     rows.push({ model: src.name, method: "source", val_error: e });
-    const runs: [TransferMethod, StoreName | null][] = [["full", null], ["mobiletl", null], ["bias", null]];
+    const runs: [TransferMethod, ConcreteStore | null][] = [["full", null], ["mobiletl", null], [
+      "bias",
+      null,
+    ]];
     if (src === v3) runs.push(["mobiletl", "fp32"]); // exact hard-swish derivative, same BN rules
     for (const [method, store] of runs) {
       const seeds: Awaited<ReturnType<typeof transfer>>[] = [];
@@ -365,7 +368,6 @@ async function tentTable(): Promise<void> {
           batch: 64,
           preprocess: pre,
           protocol: "reset-each-domain",
-          progress: true,
         }),
     );
     tent.dispose();

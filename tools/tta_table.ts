@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { loadImages } from "../src/data/images.ts";
 import { loadPreprocessSidecar } from "../src/data/preprocess.ts";
 import { openBackend, openModel } from "../src/cli/common.ts";
-import { createMethod } from "../src/methods/mod.ts";
+import { createMethod } from "../src/methods/registry.ts";
 import { type Domain, type Protocol, runAdaptation } from "../src/methods/run.ts";
 
 const args = parseArgs({

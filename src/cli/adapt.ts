@@ -5,21 +5,23 @@
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { UsageError } from "./errors.ts";
-import { createMethod, METHODS } from "../methods/mod.ts";
+import { adaptMethod, methodHelp, names } from "../methods/registry.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
 import { loadImages } from "../data/images.ts";
 import { exportModule } from "../onnx/export.ts";
 import { decodeCheckpoint, encodeCheckpoint, sha256Hex, writeFileAtomic } from "../service/checkpoint.ts";
 import { outputShape } from "../data/preprocess.ts";
 import { withStore } from "../memory/policy.ts";
-import { hasBackward } from "../governor/config.ts";
 import { RuntimeGuard } from "../governor/guard.ts";
+import { GuardedBackend } from "../governor/guarded_backend.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
+import { progressObserver } from "./progress.ts";
 
 export const HELP =
   `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
 
-  --method source|bn|tent|eata|sar|ecotta|auto   (default tent; auto: the strongest that fits the budget)
+  --method METHOD|auto      (default tent; auto: the strongest that fits the budget)
+${methodHelp("adapt", "                              ")}
   --batch N|auto            images per adaptation step (default 64; auto: the largest that fits, up to 64)
   --store fp32|fp16|int8|int4|mask|auto   how saved activations are kept (default auto: fp32, or the most
                             faithful store that fits when the governor plans)
@@ -29,7 +31,6 @@ export const HELP =
   --episodic                reset to the source model before every batch
   --reset-each-domain       reset at the start of every --images stream
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
-  --warmup-images W --warmup-labels WL   clean data to warm up EcoTTA's meta networks
   --backend webgpu|cpu|auto --mean --std --pad --size --channels
   --export A.onnx           write the adapted model as ONNX
   --save-state FILE         write the adapted state (model, optimizer, method counters; the checkpoint
@@ -64,7 +65,7 @@ export default async function adapt(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  oneOf("method", flags.method, [...METHODS, "auto"]);
+  oneOf("method", flags.method, [...names("adapt"), "auto"]);
   if (flags.episodic && flags["reset-each-domain"]) {
     throw new UsageError("--episodic and --reset-each-domain exclude each other");
   }
@@ -74,7 +75,9 @@ export default async function adapt(args: string[]): Promise<number> {
     ? "reset-each-domain"
     : "continual";
   const lr = parseNumber("lr", flags.lr, { min: 0 });
-  const { streams, skipped, backend, model, preprocess: pre } = await openJob("adapt", flags);
+  const job = await openJob("adapt", flags, { decorate: (b) => new GuardedBackend(b) });
+  const { streams, skipped, model, preprocess: pre } = job;
+  const backend = job.backend as GuardedBackend;
   const warmup = flags["warmup-images"]
     ? { set: await loadImages(flags["warmup-images"], { labels: flags["warmup-labels"] }), preprocess: pre }
     : undefined;
@@ -93,7 +96,8 @@ export default async function adapt(args: string[]): Promise<number> {
     warmup: warmup !== undefined,
   });
   const { batch, store } = gov;
-  const m = await createMethod(gov.method, model.module, { lr, warmup, name: model.path });
+  const descriptor = adaptMethod(gov.method);
+  const m = await descriptor.create(model.module, { lr, warmup, name: model.path });
   const modelSha = flags["save-state"] || flags["load-state"]
     ? await sha256Hex(await Deno.readFile(model.path))
     : "";
@@ -110,20 +114,21 @@ export default async function adapt(args: string[]): Promise<number> {
     m.loadState(ck.state);
     stepsBefore = ck.header.step;
   }
-  const guard = new RuntimeGuard({
+  const guard = new RuntimeGuard(backend, {
     batch,
     store,
-    backward: hasBackward(gov.method),
-    estimator: gov.estimator ?? undefined,
-    method: gov.method,
+    backward: descriptor.backward,
+    peakOf: async (b, s) =>
+      (await gov.estimator.estimate({ method: gov.method, batch: b, store: s, guard: true })).peak_bytes,
   });
+  const total = streams.reduce((n, s) => n + s.set.n, 0);
   const report = await withStore(store, () =>
     runAdaptation(backend, m, streams, {
       batch,
       protocol,
       preprocess: pre,
       collapseGuard: !flags["no-collapse-guard"],
-      progress: true,
+      observers: [progressObserver(m.name, total)],
       guard,
     }));
   guard.dispose();

@@ -187,14 +187,19 @@ export async function openJob(
     model?: string;
     backend?: string;
   },
-  options: { log?: boolean } = {},
+  options: {
+    log?: boolean;
+    /** Wrap the backend before the model is loaded onto it (the runtime guard's GuardedBackend). */
+    decorate?: (b: Backend) => Backend;
+  } = {},
 ): Promise<Job> {
   const skipped: SkippedFile[] = [];
   const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
     skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
     console.error(`edgetrain ${command}: skipped: ${reason}`);
   });
-  const backend = await openBackend(flags.backend, options.log ?? true);
+  const opened = await openBackend(flags.backend, options.log ?? true);
+  const backend = options.decorate ? options.decorate(opened) : opened;
   const model = await openModel(backend, flags.model);
   const base = await preprocessFor(model.path, flags);
   const preprocess = fitPreprocess(streams[0].set, base, model, streams[0].name);

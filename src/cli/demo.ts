@@ -11,8 +11,9 @@ import { gunzip, parseIdxImages, parseIdxLabels } from "../data/idx.ts";
 import { preprocessFromJson } from "../data/preprocess.ts";
 import { decodeModel } from "../onnx/model.ts";
 import { importOnnx } from "../onnx/import.ts";
-import { createMethod } from "../methods/mod.ts";
+import { createMethod } from "../methods/registry.ts";
 import { runAdaptation } from "../methods/run.ts";
+import { progressObserver } from "./progress.ts";
 
 export const HELP = `edgetrain demo [--backend webgpu|cpu|auto] [--json]
 
@@ -59,6 +60,7 @@ export default async function demo(args: string[]): Promise<number> {
       batch: Number(flags.batch),
       protocol: "reset-each-domain",
       preprocess: pre,
+      observers: [progressObserver(method, domains.reduce((n, d) => n + d.set.n, 0))],
     });
     results[method] = Object.fromEntries(r.domains.map((d) => [d.images, d.error!]));
     means[method] = r.error!;

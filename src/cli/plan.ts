@@ -5,20 +5,21 @@
  * `--budget`, `--device`, `--method auto`, `--batch auto` and `--store auto` (see `governed`).
  */
 import type { Backend } from "../backend/backend.ts";
-import { CpuBackend } from "../backend/cpu.ts";
+import { innermost } from "../backend/decorator.ts";
+import { NullBackend } from "../backend/null.ts";
 import { CATEGORIES } from "../memory/ledger.ts";
-import { isStore, type StoreName } from "../memory/policy.ts";
+import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
 import { Estimator } from "../governor/estimate.ts";
-import { ADAPT_METHODS, type GovernedMethod, isTrainMethod, TRAIN_METHODS } from "../governor/config.ts";
+import { BATCH_CAP, DEFAULT_MARGIN, type Plan, planRun } from "../governor/planner.ts";
 import {
-  ADAPT_PREFERENCE,
-  BATCH_CAP,
-  DEFAULT_MARGIN,
-  type Plan,
-  planRun,
-  TRAIN_PREFERENCE,
-} from "../governor/planner.ts";
+  autoCandidates,
+  methodHelp,
+  type MethodName,
+  methodNamed,
+  names,
+  resolveStore,
+} from "../methods/registry.ts";
 import { formatBytes, parseBytes, parseFlags, parseNumber } from "./args.ts";
 import { type LoadedModel, openModel } from "./common.ts";
 import { UsageError } from "./errors.ts";
@@ -28,9 +29,11 @@ export const HELP = `edgetrain plan --model M.onnx [--budget B | --device NAME|a
   --budget B                memory budget (256MiB, 1.5GiB, ...)
   --device NAME|auto        a device profile's usable memory (devices/*.json name or a profile file);
                             auto (the default): half of the available system memory, or the backend's cap
-  --method auto|${[...ADAPT_METHODS, ...TRAIN_METHODS].join("|")}
-                            auto (default): the strongest adapt method that fits (ecotta with warm-up data
-                            > sar > eata > tent, else bn); with --task train: full > mobiletl > bias
+  --method auto|METHOD      auto (default): the strongest method of --task that fits (${
+  autoCandidates("adapt").map((m) => m.name).join(" > ")
+}; ecotta only with warm-up data; train: ${autoCandidates("train").map((m) => m.name).join(" > ")})
+${methodHelp("adapt", "                              ")}
+${methodHelp("train", "                              ")}
   --task adapt|train        which methods --method auto ranks (default adapt)
   --batch N|auto            auto (default): the largest batch up to ${BATCH_CAP} that fits
   --store fp32|fp16|int8|int4|mask|auto   auto (default): the most faithful store that fits
@@ -49,7 +52,7 @@ export interface Budget {
 export const AUTO_FRACTION = 0.5;
 
 export function autoBudget(backend?: Backend): Budget {
-  const cap = (backend as { memoryLimitBytes?: number } | undefined)?.memoryLimitBytes;
+  const cap = (backend && innermost(backend) as { memoryLimitBytes?: number })?.memoryLimitBytes;
   if (cap !== undefined && Number.isFinite(cap)) return { bytes: cap, source: "the backend's memory limit" };
   const info = Deno.systemMemoryInfo();
   return {
@@ -101,12 +104,12 @@ export interface GovernOptions {
 }
 
 export interface Governed {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
-  store: Exclude<StoreName, "auto">;
+  store: ConcreteStore;
   /** null when the estimator cannot model this graph (the run goes on without a prediction). */
   predicted_peak_bytes: number | null;
-  estimator: Estimator | null;
+  estimator: Estimator;
   /** Present when the planner chose (a budget, a device, or an auto flag). */
   plan?: Plan & { budget_source: string };
 }
@@ -116,7 +119,7 @@ export interface Governed {
  * asks for one. Throws (exit 1) when nothing fits the budget.
  */
 export async function governed(o: GovernOptions): Promise<Governed> {
-  const known: readonly string[] = o.task === "train" ? TRAIN_METHODS : ADAPT_METHODS;
+  const known = names(o.task);
   if (o.method !== "auto" && !known.includes(o.method)) {
     throw new UsageError(`--method "${o.method}" is not one of ${[...known, "auto"].join(", ")}`);
   }
@@ -125,52 +128,46 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   }
   const batch = o.batch === "auto" ? undefined : parseNumber("batch", o.batch, { integer: true, min: 1 })!;
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
-    o.device !== undefined ||
-    o.resolved !== undefined;
-  let estimator: Estimator | null = null;
-  try {
-    estimator = new Estimator(o.model.module, o.input, { onnx: o.model.onnx });
-  } catch (e) {
-    if (plans) throw e;
-  }
+    o.device !== undefined || o.resolved !== undefined;
+  const estimator = Estimator.forOnnx(o.model.onnx, o.input);
   if (!plans) {
-    const method = o.method as GovernedMethod;
+    const method = o.method as MethodName;
     let predicted: number | null = null;
-    let store = o.store as StoreName;
+    const store = resolveStore(o.store, method);
     try {
-      const e = estimator!.estimate({ method, batch: batch!, store, topBlocks: o.topBlocks, guard: o.guard });
+      const e = await estimator.estimate({
+        method,
+        batch: batch!,
+        store,
+        topBlocks: o.topBlocks,
+        guard: o.guard,
+      });
       predicted = e.peak_bytes;
-      store = e.store;
     } catch {
-      // No prediction (a graph the estimator does not know, or flags the method itself will reject with its
-      // own message): the run goes on and reports predicted_peak_bytes null.
-      store = store === "auto" ? (method === "mobiletl" ? "mask" : "fp32") : store;
+      // No prediction (flags the method itself will reject with its own message when it runs): the run goes
+      // on and reports predicted_peak_bytes null.
     }
-    return {
-      method,
-      batch: batch!,
-      store: store as Exclude<StoreName, "auto">,
-      predicted_peak_bytes: predicted,
-      estimator,
-    };
+    return { method, batch: batch!, store, predicted_peak_bytes: predicted, estimator };
   }
   const budget = o.resolved ?? await resolveBudget(o.budget, o.device, o.backend);
-  const plan = planRun(estimator!, {
+  const candidates = o.method === "auto" ? autoCandidates(o.task) : [methodNamed(o.method)];
+  const unavailable: Partial<Record<MethodName, string>> = {};
+  if (o.method === "auto") {
+    for (const m of candidates) {
+      const why = m.task === "adapt" ? m.unavailableForAuto?.({ warmup: o.warmup ?? false }) : null;
+      if (why) unavailable[m.name] = why;
+    }
+  }
+  const plan = await planRun(estimator, {
     budgetBytes: budget.bytes,
     margin: o.margin,
-    methods: o.method === "auto"
-      ? (o.task === "train" ? TRAIN_PREFERENCE : ADAPT_PREFERENCE)
-      : [o.method as GovernedMethod],
+    methods: candidates.map((m) => m.name),
     batch,
     store: o.store === "auto" ? undefined : o.store,
     fallback: o.method === "auto" && o.task === "adapt",
     topBlocks: o.topBlocks,
     guard: o.guard,
-    // Without warm-up data EcoTTA's meta networks start as the identity and BN_k as a fixed affine: on
-    // MNIST-C it then trails BN adaptation (docs/governor.md), so auto only ranks it first with warm-up data.
-    unavailable: o.method === "auto" && !o.warmup
-      ? { ecotta: "needs clean warm-up data (--warmup-images) to be the stronger method" }
-      : undefined,
+    unavailable,
   });
   if (!plan.fits && o.requireFit !== false) throw new Error(plan.reason);
   return {
@@ -225,9 +222,8 @@ export default async function plan(args: string[]): Promise<number> {
   if (flags.task !== "adapt" && flags.task !== "train") {
     throw new UsageError(`--task "${flags.task}" is not adapt or train`);
   }
-  const task = isTrainMethod(flags.method!) ? "train" : flags.task;
-  const backend = new CpuBackend();
-  const model = await openModel(backend, flags.model);
+  const task = flags.method !== "auto" && names("train").includes(flags.method!) ? "train" : flags.task;
+  const model = await openModel(new NullBackend(), flags.model);
   const input = parseInput(flags.input, model);
   const margin = parseNumber("margin", flags.margin, { min: 0, max: 0.9 });
   const topBlocks = parseNumber("top-blocks", flags["top-blocks"], { integer: true, min: 0 });
@@ -247,7 +243,6 @@ export default async function plan(args: string[]): Promise<number> {
     warmup: flags.warmup,
   });
   const p = g.plan!;
-  backend.dispose();
   if (flags.json) {
     console.log(JSON.stringify({ model: model.path, task, input, ...p }));
     return p.fits ? 0 : 1;

@@ -6,6 +6,7 @@ import { parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { SourceOnly } from "../methods/bn_adapt.ts";
 import { runAdaptation } from "../methods/run.ts";
+import { progressObserver } from "./progress.ts";
 
 export const HELP = `edgetrain predict --model M.onnx --images I [--images I2 ...] [--labels L ...] [options]
 
@@ -35,7 +36,7 @@ export default async function predict(args: string[]): Promise<number> {
   const report = await runAdaptation(backend, method, streams, {
     batch,
     preprocess: pre,
-    progress: !flags.json,
+    observers: flags.json ? [] : [progressObserver("predict", streams.reduce((n, s) => n + s.set.n, 0))],
   });
   const out = {
     model: model.path,
@@ -44,6 +45,7 @@ export default async function predict(args: string[]): Promise<number> {
     error: report.error,
     batch,
     ms_per_batch: report.ms_per_batch,
+    warmup_ms: report.warmup_ms,
     streams: report.domains,
     skipped: report.skipped + skipped.length,
     skipped_inputs: [...skipped, ...report.skipped_inputs],

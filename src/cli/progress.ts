@@ -64,3 +64,26 @@ export class Progress {
     Deno.stderr.writeSync(encoder.encode(line));
   }
 }
+
+/**
+ * A progress bar over a run of domains (an observer of src/methods/run.ts): the bar counts inputs, the label
+ * names the domain, the suffix shows the online error so far.
+ */
+export function progressObserver(label: string, total: number) {
+  const bar = new Progress({ label, total });
+  let wrong = 0, labeled = 0;
+  const err = (digits: number) => labeled ? `err ${(100 * wrong / labeled).toFixed(digits)}%` : "";
+  return {
+    domain(e: { index: number; name: string; of: number }) {
+      bar.label(`${label} ${e.index + 1}/${e.of} ${e.name}`);
+    },
+    scored(e: { rows: number; wrong: number; labeled: number }) {
+      wrong += e.wrong;
+      labeled += e.labeled;
+      bar.tick(e.rows, err(1));
+    },
+    done() {
+      bar.done(err(2));
+    },
+  };
+}

@@ -11,10 +11,13 @@ import { outputShape } from "../data/preprocess.ts";
 import { parseListen } from "../service/server.ts";
 import { startService } from "../service/service.ts";
 import { checkpointedMethod, sha256Hex } from "../service/checkpoint.ts";
+import { GuardedBackend } from "../governor/guarded_backend.ts";
+import { methodHelp, SERVICE_DEFAULT } from "../methods/registry.ts";
 
 export const HELP = `edgetrain serve --model M.onnx --method METHOD --state DIR [options]
 
-  --method tent|eata|sar|bn|ecotta|auto   adaptation method (default tent; auto: the strongest that fits)
+  --method METHOD|auto      adaptation method (default ${SERVICE_DEFAULT}; auto: the strongest that fits)
+${methodHelp("adapt", "                              ")}
   --state DIR               checkpoints live here; the newest valid one is resumed at start
   --listen HOST:PORT        HTTP address (default 127.0.0.1:8417; port 0 picks a free one)
   --token-file F            require "Authorization: Bearer <contents of F>" on every route but /v1/health
@@ -36,7 +39,7 @@ GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state. Needs --unstable-ne
 export default async function serve(args: string[]): Promise<number> {
   const flags = parseFlags("serve", args, {
     model: { type: "string" },
-    method: { type: "string", default: "tent" },
+    method: { type: "string", default: SERVICE_DEFAULT },
     state: { type: "string" },
     listen: { type: "string", default: "127.0.0.1:8417" },
     "token-file": { type: "string" },
@@ -82,7 +85,7 @@ export default async function serve(args: string[]): Promise<number> {
       );
     }
   }
-  const backend = await openBackend(flags.backend);
+  const backend = new GuardedBackend(await openBackend(flags.backend));
   const model = await openModel(backend, flags.model);
   const modelBytes = await Deno.readFile(model.path);
   const pre = await preprocessFor(model.path, flags);
@@ -114,6 +117,7 @@ export default async function serve(args: string[]): Promise<number> {
     model,
     input: shape,
     backend,
+    guard: true,
   });
   if (gov.plan) {
     console.error(`edgetrain serve: plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
@@ -127,6 +131,8 @@ export default async function serve(args: string[]): Promise<number> {
     preprocess: pre,
     method: gov.method,
     store: gov.store,
+    peakOf: async (b, st) =>
+      (await gov.estimator.estimate({ method: gov.method, batch: b, store: st, guard: true })).peak_bytes,
     lr: parseNumber("lr", flags.lr, { min: 0 }),
     state: flags.state,
     hostname,

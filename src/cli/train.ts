@@ -14,18 +14,18 @@ import {
   preprocessFor,
 } from "./common.ts";
 import { UsageError } from "./errors.ts";
-import { prepareTransfer, TRANSFER_METHODS, type TransferMethod } from "../methods/mobiletl.ts";
+import { methodHelp, names, trainMethod } from "../methods/registry.ts";
 import { trainSupervised } from "../methods/supervised.ts";
 import { STORES, withStore } from "../memory/policy.ts";
 import { exportModule } from "../onnx/export.ts";
 import { outputShape } from "../data/preprocess.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
 
-export const HELP =
-  `edgetrain train --model M.onnx --images I --labels L --method full|bias|mobiletl [options]
+export const HELP = `edgetrain train --model M.onnx --images I --labels L --method METHOD [options]
 
-  --method full|bias|mobiletl|auto   what trains in the top blocks (required; see docs/memory.md); auto:
-                            the strongest that fits the budget (full > mobiletl > bias)
+  --method METHOD|auto      what trains in the top blocks (required; see docs/memory.md); auto: the
+                            strongest that fits the budget
+${methodHelp("train", "                              ")}
   --top-blocks K            inverted residual blocks to train, counted from the output (default: all)
   --epochs E                passes over the images (default 5)
   --batch N|auto            images per step (default 32; auto: the largest that fits, up to 64)
@@ -65,8 +65,8 @@ export default async function train(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (!flags.method) throw new UsageError(`--method is required (one of ${TRANSFER_METHODS.join(", ")})`);
-  oneOf("method", flags.method, [...TRANSFER_METHODS, "auto"]);
+  if (!flags.method) throw new UsageError(`--method is required (one of ${names("train").join(", ")})`);
+  oneOf("method", flags.method, [...names("train"), "auto"]);
   oneOf("store", flags.store, STORES);
   const topBlocks = parseNumber("top-blocks", flags["top-blocks"], { integer: true, min: 0 });
   const epochs = parseNumber("epochs", flags.epochs, { integer: true, min: 1 })!;
@@ -100,7 +100,7 @@ export default async function train(args: string[]): Promise<number> {
     topBlocks,
   });
   const { method, batch, store: used } = gov;
-  const plan = prepareTransfer(model.module, method as TransferMethod, { topBlocks });
+  const plan = trainMethod(method).prepare(model.module, { topBlocks });
   const report = await withStore(used, () =>
     trainSupervised(backend, model.module, data.set, {
       epochs,

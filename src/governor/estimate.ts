@@ -1,52 +1,48 @@
 /**
- * The memory estimator: predicted peak bytes of a (method, batch, store) choice, per ledger category, from
- * the model graph alone — no trial run. The model's forward is replayed on a symbolic ledger (sim.ts) with
- * the shapes of shapes.ts and the per-op save rules of sim_ops.ts, then each method's step (steps.ts,
- * ecotta_sim.ts) runs a few times so lazily created optimizer state is counted as it is from the second
- * batch of a real run. What it predicts is what the ledger measures: weights + gradients + optimizer state +
- * saved activations under the store's codecs + the live activations and workspace at the worst moment of
- * the forward/backward, including the input batch and the logits. docs/governor.md compares both.
+ * The memory estimator: the peak bytes of a (method, batch, store) choice, measured by running the real
+ * model and the real method step on the null backend (sizes only, src/backend/null.ts) and reading its
+ * ledger. The estimate is what the code allocates, by construction: the same stream loop (or training step)
+ * feeds the same chunks, through the same runtime guard, under the same activation store; data-dependent
+ * branches take their most expensive side (the methods' `plan` switch). A few chunks run so that lazily
+ * created state (optimizer moments, EATA's Fisher) is live, as it is from the second chunk of a real run.
  */
-import type { Module } from "../nn/module.ts";
+import type { Backend } from "../backend/backend.ts";
+import { NullBackend } from "../backend/null.ts";
 import type { ByCategory } from "../memory/ledger.ts";
-import { resolveStore, type StoreName } from "../memory/policy.ts";
-import { OnnxModule } from "../onnx/import.ts";
+import { type ConcreteStore, type StoreName, withStore } from "../memory/policy.ts";
+import type { AdaptDescriptor, TrainDescriptor } from "../methods/descriptor.ts";
+import { type MethodName, methodNamed, resolveStore } from "../methods/registry.ts";
+import { feedChunk } from "../methods/run.ts";
+import { AdaptStream } from "../methods/stream.ts";
+import { supervisedStep } from "../methods/supervised.ts";
+import { makeOptimizer } from "../methods/backprop_method.ts";
+import type { Module } from "../nn/module.ts";
+import { importOnnx } from "../onnx/import.ts";
 import type { OnnxModel } from "../onnx/model.ts";
-import { type GovernedMethod, hasBackward, methodConfig, trainableElements } from "./config.ts";
-import { callModule, type Forward, SimContext, stateBytes } from "./shapes.ts";
-import { onnxProgram } from "./shapes_onnx.ts";
-import { Sim, type SimPolicy } from "./sim.ts";
-import { optimizerSlots, type RunState, SimOptimizer, simulateStep } from "./steps.ts";
-import { type EcottaOptions, ecottaPlan } from "./ecotta_sim.ts";
-
-export {
-  ADAPT_METHODS,
-  type GovernedMethod,
-  hasBackward,
-  isGovernedMethod,
-  TRAIN_METHODS,
-} from "./config.ts";
-export { maskBytes, savedBytes } from "./sim.ts";
+import { Tensor } from "../tensor.ts";
+import { RuntimeGuard } from "./guard.ts";
+import { GuardedBackend } from "./guarded_backend.ts";
 
 export interface EstimateOptions {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
-  /** `auto` resolves as the CLI does (mask for mobiletl, fp32 otherwise). */
+  /** `auto` resolves as the CLI does (the method's descriptor). */
   store?: StoreName;
-  /** Transfer methods: blocks to train from the output (default all). */
+  /** Train methods: blocks to train from the output (default all). */
   topBlocks?: number;
-  ecotta?: EcottaOptions;
-  /** The runtime guard keeps a device copy of the model's trainable parameters (guard.ts). */
+  /** Count the runtime guard's device copy of the trainable tensors (adapt and serve run with it). */
   guard?: boolean;
-  /** Batches to simulate (4: enough for lazily created state to be live after EATA's 2 Fisher batches). */
+  /** Method-specific settings (MethodOptions.extra), e.g. EcoTTA's partitions. */
+  extra?: Record<string, unknown>;
+  /** Chunks to run (default: 4 for EATA, whose Fisher phase takes 2; 2 with a backward pass; else 1). */
   steps?: number;
 }
 
 export interface Estimate {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
-  store: Exclude<StoreName, "auto">;
-  /** Predicted peak of the ledger's total over a run. */
+  store: ConcreteStore;
+  /** Peak of the ledger's total over the run. */
   peak_bytes: number;
   /** Breakdown by category at that peak. */
   at_peak: ByCategory;
@@ -56,89 +52,111 @@ export interface Estimate {
   trainable_parameters: number;
 }
 
-export function policyOf(store: Exclude<StoreName, "auto">): SimPolicy {
-  return store === "mask" ? { codec: "fp32", stepMasks: true } : { codec: store, stepMasks: false };
-}
-
 export class Estimator {
   readonly inputShape: readonly number[];
-  readonly #forward: Forward;
+  readonly #backend = new GuardedBackend(new NullBackend());
+  readonly #model: Module;
   readonly #weights: number;
-  readonly #configs = new Map<string, ReturnType<typeof methodConfig>>();
-  readonly #ecotta = new Map<string, ReturnType<typeof ecottaPlan>>();
+  readonly #cache = new Map<string, Promise<Estimate>>();
+  /** Estimates run one at a time: they share the null model and its ledger. */
+  #queue: Promise<unknown> = Promise.resolve();
 
-  /**
-   * `input` is one sample's shape [C, H, W]. An imported ONNX model needs its decoded graph (`onnx`): the
-   * compiled OnnxModule does not expose its node order.
-   */
-  constructor(readonly model: Module, input: readonly number[], options: { onnx?: OnnxModel } = {}) {
+  /** `build` makes the model on the backend it is given; `input` is one sample's shape [C, H, W]. */
+  constructor(build: (backend: Backend) => Module, input: readonly number[]) {
     this.inputShape = [...input];
-    if (model instanceof OnnxModule) {
-      if (!options.onnx) {
-        throw new Error("Estimator: an imported ONNX model needs its decoded graph (options.onnx)");
-      }
-      const p = onnxProgram(options.onnx, model);
-      this.#forward = p.forward;
-      this.#weights = stateBytes(model) + p.ownedBytes;
-    } else {
-      this.#forward = (ctx, x) => callModule(ctx, model, x);
-      this.#weights = stateBytes(model);
-    }
+    this.#model = build(this.#backend);
+    this.#weights = this.#backend.ledger.liveBytes;
+  }
+
+  static forOnnx(onnx: OnnxModel, input: readonly number[]): Estimator {
+    return new Estimator((b) => importOnnx(b, onnx), input);
   }
 
   get weightsBytes(): number {
     return this.#weights;
   }
 
-  #config(method: GovernedMethod, topBlocks?: number) {
-    const key = `${method}/${topBlocks ?? "all"}`;
-    let c = this.#configs.get(key);
-    if (!c) {
-      c = methodConfig(this.model, method, { topBlocks });
-      this.#configs.set(key, c);
-    }
-    return c;
-  }
-
-  #ecottaPlan(options: EcottaOptions = {}) {
-    const key = JSON.stringify(options);
-    let p = this.#ecotta.get(key);
-    if (!p) {
-      p = ecottaPlan(this.model, options);
-      this.#ecotta.set(key, p);
-    }
-    return p;
-  }
-
-  estimate(options: EstimateOptions): Estimate {
+  estimate(options: EstimateOptions): Promise<Estimate> {
     const { method, batch } = options;
     if (!(Number.isInteger(batch) && batch >= 1)) {
-      throw new Error(`estimate(): batch must be a positive integer, got ${batch}`);
+      return Promise.reject(new Error(`estimate(): batch must be a positive integer, got ${batch}`));
     }
     const store = resolveStore(options.store ?? "auto", method);
-    const config = this.#config(method, options.topBlocks);
-    const ecotta = method === "ecotta" ? this.#ecottaPlan(options.ecotta) : undefined;
-    const sim = new Sim();
-    sim.policy = policyOf(store);
-    const weights = this.#weights + (ecotta?.metaBytes ?? 0);
-    sim.alloc(weights / 4, "weights");
-    const trainable = trainableElements(this.model, config);
-    if (options.guard) sim.alloc(trainable, "optimizer");
-    const ctx = new SimContext(sim, config);
-    const state: RunState = { optimizer: new SimOptimizer(ctx, optimizerSlots(method)) };
-    const program = { forward: this.#forward, method, input: [batch, ...this.inputShape], ecotta };
-    // EATA's Fisher phase takes 2 batches; everything else is in its steady state from the second.
-    const steps = options.steps ?? (method === "eata" ? 4 : hasBackward(method) ? 2 : 1);
-    for (let k = 0; k < steps; k++) simulateStep(ctx, program, state, k);
-    return {
-      method,
-      batch,
+    const key = JSON.stringify({ ...options, store });
+    let e = this.#cache.get(key);
+    if (!e) {
+      e = this.#queue.then(() => this.#run(options, store));
+      this.#queue = e.catch(() => {});
+      this.#cache.set(key, e);
+    }
+    return e;
+  }
+
+  async #run(o: EstimateOptions, store: ConcreteStore): Promise<Estimate> {
+    const d = methodNamed(o.method);
+    const ledger = this.#backend.ledger;
+    const before = ledger.liveBytes;
+    const shape = [o.batch, ...this.inputShape];
+    const steps = o.steps ?? (o.method === "eata" ? 4 : d.backward ? 2 : 1);
+    const trainable = await withStore(
       store,
-      peak_bytes: sim.peakTotal,
-      at_peak: { ...sim.atPeak },
-      peak_by_category: { ...sim.peak },
-      weights_bytes: weights,
-      trainable_parameters: ecotta?.trainable ?? trainable,
+      () => d.task === "adapt" ? this.#adapt(d, o, store, shape, steps) : this.#train(d, o, shape, steps),
+    );
+    const snap = ledger.snapshot();
+    this.#model.zeroGrad();
+    if (ledger.liveBytes !== before) {
+      throw new Error(
+        `estimate(): ${o.method} left ${ledger.liveBytes - before} bytes live after its run (a leak)`,
+      );
+    }
+    return {
+      method: o.method,
+      batch: o.batch,
+      store,
+      peak_bytes: snap.peakBytes,
+      at_peak: snap.atPeak,
+      peak_by_category: snap.peak,
+      weights_bytes: this.#weights,
+      trainable_parameters: trainable,
     };
+  }
+
+  async #adapt(
+    d: AdaptDescriptor,
+    o: EstimateOptions,
+    store: ConcreteStore,
+    shape: number[],
+    steps: number,
+  ): Promise<number> {
+    const method = await d.create(this.#model, { plan: true, extra: o.extra });
+    const guard = o.guard
+      ? new RuntimeGuard(this.#backend, { batch: o.batch, store, backward: d.backward })
+      : undefined;
+    try {
+      const stream = new AdaptStream(method, { guard, collapseGuard: false });
+      this.#backend.ledger.resetPeak();
+      for (let k = 0; k < steps; k++) await feedChunk(stream, this.#backend, null, shape);
+      return method.trainables().reduce((s, p) => s + p.size, 0);
+    } finally {
+      guard?.dispose();
+      method.dispose();
+    }
+  }
+
+  async #train(d: TrainDescriptor, o: EstimateOptions, shape: number[], steps: number): Promise<number> {
+    const plan = d.prepare(this.#model, { topBlocks: o.topBlocks });
+    // The train command's optimizer; its state is created at the first step, so a second step sees it live.
+    const opt = makeOptimizer(plan.params, d.optimizer ?? { kind: "adam", lr: 1e-3 });
+    try {
+      this.#backend.ledger.resetPeak();
+      for (let k = 0; k < steps; k++) {
+        plan.setMode(this.#model);
+        const x = Tensor.empty(this.#backend, shape);
+        await supervisedStep(this.#model, opt, x, new Array(o.batch).fill(0));
+      }
+      return plan.params.reduce((s, p) => s + p.size, 0);
+    } finally {
+      opt.dispose();
+    }
   }
 }

@@ -1,27 +1,22 @@
 /**
- * The ledger's measured peak of a (method, batch, store) run, for checking the estimator (tests,
- * tools/governor_table.ts): the real method on a real backend over a few batches of random images.
+ * The ledger's measured peak of a (method, batch, store) run on a real backend, for checking the estimator
+ * (tests, tools/governor_table.ts): the real method on random images through the same driver `adapt` and
+ * `train` use.
  *
- * Data-dependent filters are opened so every batch updates (EATA/SAR/EcoTTA entropy margins far above
- * ln C, EATA's redundancy margin above any |cos|, SAR's reset off): a batch that keeps no sample skips
- * backward and would measure less than the estimate, which is the bound for a batch that does update.
+ * Data-dependent filters are opened with each method's `open` options (its descriptor), so every chunk
+ * takes the branch the estimate plans for on real data: a chunk that keeps no sample skips backward and
+ * would measure less than the estimate, which is the bound for a chunk that does update.
  */
 import type { Backend } from "../backend/backend.ts";
 import type { ImageSet } from "../data/images.ts";
 import type { Module } from "../nn/module.ts";
 import { type StoreName, withStore } from "../memory/policy.ts";
+import { type MethodName, methodNamed, resolveStore } from "../methods/registry.ts";
 import { runAdaptation } from "../methods/run.ts";
-import { BnAdapt, SourceOnly } from "../methods/bn_adapt.ts";
-import { Tent } from "../methods/tent.ts";
-import { Eata } from "../methods/eata.ts";
-import { Sar } from "../methods/sar.ts";
-import { EcoTta } from "../methods/ecotta.ts";
-import type { TtaMethod } from "../methods/tta.ts";
-import { prepareTransfer } from "../methods/mobiletl.ts";
 import { trainSupervised } from "../methods/supervised.ts";
 import { Rng } from "../random.ts";
-import { type GovernedMethod, isTrainMethod } from "./config.ts";
-import type { EcottaOptions } from "./ecotta_sim.ts";
+import { RuntimeGuard } from "./guard.ts";
+import { GuardedBackend } from "./guarded_backend.ts";
 
 /** n random uint8 images of [C, H, W] with random labels of `classes`. */
 export function randomImages(
@@ -37,48 +32,18 @@ export function randomImages(
   return { n, channels, height, width, pixels, labels };
 }
 
-// E0 = 1.01 ln C lies above every entropy (at most ln C); EATA's weights 1/exp(E - E0) stay finite.
-const OPEN = { entropyMargin: 1.01 };
-
-/** A TTA method whose filters let every sample through (see the module comment). */
-export async function openMethod(
-  method: GovernedMethod,
-  model: Module,
-  ecotta: EcottaOptions = {},
-): Promise<TtaMethod> {
-  switch (method) {
-    case "source":
-      return new SourceOnly(model);
-    case "bn":
-      return await BnAdapt.create(model);
-    case "tent":
-      return await Tent.create(model);
-    case "eata":
-      return await Eata.create(model, { ...OPEN, redundancyMargin: 2 });
-    case "sar":
-      return await Sar.create(model, { ...OPEN, resetEntropy: -1 });
-    case "ecotta":
-      return await EcoTta.create(model, {
-        ...OPEN,
-        leading: ecotta.leading,
-        partitions: ecotta.partitions,
-        kernelSize: ecotta.kernelSize,
-        lambda: ecotta.lambda,
-      });
-  }
-  throw new Error(`openMethod(): "${method}" is not a TTA method`);
-}
-
 export interface MeasureOptions {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
   store: StoreName;
   /** One sample's [C, H, W]. */
   input: readonly number[];
-  /** Batches to run (4). */
+  /** Chunks to run (4). */
   batches?: number;
   topBlocks?: number;
-  ecotta?: EcottaOptions;
+  /** Run the steps through the runtime guard (needs a model built on a GuardedBackend). */
+  guard?: boolean;
+  extra?: Record<string, unknown>;
   seed?: number;
 }
 
@@ -98,28 +63,38 @@ export async function measurePeak(backend: Backend, model: Module, o: MeasureOpt
   const pre = { mean: [0.5], std: [0.25] };
   const before = backend.ledger.liveBytes;
   const source = await model.state();
+  const d = methodNamed(o.method);
+  const store = resolveStore(o.store, o.method);
   let peak: number;
-  if (isTrainMethod(o.method)) {
-    const plan = prepareTransfer(model, o.method, { topBlocks: o.topBlocks });
-    const report = await withStore(o.store, () =>
+  if (d.task === "train") {
+    const plan = d.prepare(model, { topBlocks: o.topBlocks });
+    const report = await withStore(store, () =>
       trainSupervised(backend, model, set, {
         epochs: 1,
         batch: o.batch,
-        optimizer: { kind: "adam", lr: 1e-3 },
+        optimizer: d.optimizer ?? { kind: "adam", lr: 1e-3 },
         preprocess: pre,
         progress: false,
         setMode: plan.setMode,
-      }), { method: o.method });
+      }));
     peak = report.peak_bytes;
   } else {
-    const m = await openMethod(o.method, model, o.ecotta);
-    const report = await withStore(o.store, () =>
+    const m = await d.create(model, { extra: { ...d.open, ...o.extra } });
+    let guard: RuntimeGuard | undefined;
+    if (o.guard) {
+      if (!(backend instanceof GuardedBackend)) {
+        throw new Error("measurePeak(): guard needs a model built on a GuardedBackend");
+      }
+      guard = new RuntimeGuard(backend, { batch: o.batch, store, backward: d.backward });
+    }
+    const report = await withStore(store, () =>
       runAdaptation(backend, m, [{ name: "random", set }], {
         batch: o.batch,
         preprocess: pre,
         collapseGuard: false,
-        progress: false,
-      }), { method: o.method });
+        guard,
+      }));
+    guard?.dispose();
     m.dispose();
     peak = report.peak_bytes;
   }

@@ -1,30 +1,24 @@
 /**
  * The planner: the best (method, batch, store) whose estimated peak fits a memory budget.
  *
- * "Best" is an order, not a score: the stronger method first (EcoTTA > SAR > EATA > TENT > BN for adapt;
- * full > MobileTL > bias for train), then the larger batch (up to BATCH_CAP: beyond it BN statistics gain
+ * "Best" is an order, not a score: the stronger method first (the registry's rank: EcoTTA > SAR > EATA >
+ * TENT > BN for adapt; full > MobileTL > bias for train), then the larger batch (up to BATCH_CAP: beyond it BN statistics gain
  * little and each update waits for more of the stream), then the more faithful store (fp32 > fp16 > int8 >
- * mask > int4; MobileTL starts at its own mask store). A configuration fits when its estimate is at most the
+ * mask > int4; a method whose descriptor prefers the mask store, MobileTL, starts there). A configuration fits when its estimate is at most the
  * budget less the safety margin (10%: pool rounding, WebGPU scratch, allocator slack). Because the choice is
  * the first fitting one in a fixed order, a larger budget never picks a worse configuration. When no
  * configuration with a backward pass fits, `fallback` drops to BN adaptation (forward only).
  */
 import type { ByCategory } from "../memory/ledger.ts";
-import type { StoreName } from "../memory/policy.ts";
+import type { ConcreteStore, StoreName } from "../memory/policy.ts";
+import { type MethodName, methodNamed } from "../methods/registry.ts";
 import type { Estimate, Estimator } from "./estimate.ts";
-import { type GovernedMethod, hasBackward } from "./config.ts";
-import type { EcottaOptions } from "./ecotta_sim.ts";
-
-/** Adapt methods from strongest to weakest. */
-export const ADAPT_PREFERENCE: readonly GovernedMethod[] = ["ecotta", "sar", "eata", "tent", "bn"];
-/** Train methods from strongest to weakest. */
-export const TRAIN_PREFERENCE: readonly GovernedMethod[] = ["full", "mobiletl", "bias"];
 /** The largest batch the planner picks on its own. */
 export const BATCH_CAP = 64;
 /** Batch sizes tried, largest first (`--batch auto`). */
 export const BATCH_CANDIDATES = [64, 48, 32, 24, 16, 12, 8, 6, 4, 2];
 /** Stores from most to least faithful. */
-export const STORE_PREFERENCE: readonly Exclude<StoreName, "auto">[] = [
+export const STORE_PREFERENCE: readonly ConcreteStore[] = [
   "fp32",
   "fp16",
   "int8",
@@ -33,10 +27,10 @@ export const STORE_PREFERENCE: readonly Exclude<StoreName, "auto">[] = [
 ];
 export const DEFAULT_MARGIN = 0.1;
 
-export function storesFor(method: GovernedMethod): Exclude<StoreName, "auto">[] {
-  if (!hasBackward(method)) return ["fp32"];
-  if (method === "mobiletl") return ["mask", "fp32", "fp16", "int8", "int4"];
-  return [...STORE_PREFERENCE];
+export function storesFor(method: MethodName): ConcreteStore[] {
+  const d = methodNamed(method);
+  if (!d.backward) return ["fp32"];
+  return [d.store, ...STORE_PREFERENCE.filter((s) => s !== d.store)];
 }
 
 export interface PlanRequest {
@@ -44,7 +38,7 @@ export interface PlanRequest {
   /** Safety margin as a fraction of the budget (0.1). */
   margin?: number;
   /** Candidate methods in preference order. */
-  methods: readonly GovernedMethod[];
+  methods: readonly MethodName[];
   /** A fixed batch, or undefined for `auto` (BATCH_CANDIDATES up to `batchCap`). */
   batch?: number;
   batchCap?: number;
@@ -53,15 +47,16 @@ export interface PlanRequest {
   /** Drop to `bn` when no method with a backward pass fits (`--method auto`). */
   fallback?: boolean;
   topBlocks?: number;
-  ecotta?: EcottaOptions;
+  /** Method-specific settings for the estimates (MethodOptions.extra). */
+  extra?: Record<string, unknown>;
   /** Count the runtime guard's parameter copy (adapt runs with the guard). */
   guard?: boolean;
   /** Methods ruled out before any estimate, with why (listed among the alternatives). */
-  unavailable?: Partial<Record<GovernedMethod, string>>;
+  unavailable?: Partial<Record<MethodName, string>>;
 }
 
 export interface Alternative {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
   store: string;
   predicted_peak_bytes: number;
@@ -70,9 +65,9 @@ export interface Alternative {
 }
 
 export interface Plan {
-  method: GovernedMethod;
+  method: MethodName;
   batch: number;
-  store: Exclude<StoreName, "auto">;
+  store: ConcreteStore;
   predicted_peak_bytes: number;
   /** Prediction by ledger category at the peak. */
   by_category: ByCategory;
@@ -97,42 +92,30 @@ function human(bytes: number): string {
 }
 
 /** Choose a configuration for `request` with `estimator`'s predictions. */
-export function planRun(estimator: Estimator, request: PlanRequest): Plan {
+export async function planRun(estimator: Estimator, request: PlanRequest): Promise<Plan> {
   const margin = request.margin ?? DEFAULT_MARGIN;
   const usable = Math.floor(request.budgetBytes * (1 - margin));
-  const cache = new Map<string, Estimate | Error>();
-  const estimate = (method: GovernedMethod, batch: number, store: StoreName): Estimate => {
-    const key = `${method}/${batch}/${store}`;
-    let e = cache.get(key);
-    if (!e) {
-      try {
-        e = estimator.estimate({
-          method,
-          batch,
-          store,
-          topBlocks: request.topBlocks,
-          ecotta: request.ecotta,
-          guard: request.guard,
-        });
-      } catch (err) {
-        e = err as Error;
-      }
-      cache.set(key, e);
-    }
-    if (e instanceof Error) throw e;
-    return e;
-  };
-  const batchesFor = (method: GovernedMethod): number[] => {
+  // The estimator caches by configuration: asking twice costs nothing.
+  const estimate = (method: MethodName, batch: number, store: StoreName): Promise<Estimate> =>
+    estimator.estimate({
+      method,
+      batch,
+      store,
+      topBlocks: request.topBlocks,
+      extra: request.extra,
+      guard: request.guard,
+    });
+  const batchesFor = (method: MethodName): number[] => {
     if (request.batch !== undefined) return [request.batch];
     const cap = request.batchCap ?? BATCH_CAP;
     const list = BATCH_CANDIDATES.filter((b) => b <= cap);
     return method === "source" ? [...list, 1] : list;
   };
-  const storesOf = (method: GovernedMethod): StoreName[] =>
+  const storesOf = (method: MethodName): StoreName[] =>
     request.store !== undefined ? [request.store] : storesFor(method);
 
   interface Outcome {
-    method: GovernedMethod;
+    method: MethodName;
     /** The first fitting configuration in preference order. */
     best?: Estimate;
     /** The cheapest configuration tried. */
@@ -157,7 +140,8 @@ export function planRun(estimator: Estimator, request: PlanRequest): Plan {
     try {
       const stores = storesOf(method);
       for (const batch of batchesFor(method)) {
-        const byStore = stores.map((s) => estimate(method, batch, s));
+        const byStore: Estimate[] = [];
+        for (const s of stores) byStore.push(await estimate(method, batch, s));
         const low = byStore.reduce((a, e) => (e.peak_bytes < a.peak_bytes ? e : a));
         if (!o.smallest || low.peak_bytes < o.smallest.peak_bytes) o.smallest = low;
         const k = byStore.findIndex((e) => e.peak_bytes <= usable);
@@ -173,8 +157,9 @@ export function planRun(estimator: Estimator, request: PlanRequest): Plan {
     }
   }
   const chosenAt = outcomes.findIndex((o) => o.best);
-  const fellBack = chosenAt >= 0 && request.fallback && !hasBackward(outcomes[chosenAt].method) &&
-    request.methods.some(hasBackward);
+  const backward = (m: MethodName) => methodNamed(m).backward;
+  const fellBack = chosenAt >= 0 && request.fallback && !backward(outcomes[chosenAt].method) &&
+    request.methods.some(backward);
   const cheapest = outcomes.map((o) => o.smallest).filter((e): e is Estimate => e !== undefined)
     .reduce<Estimate | null>((a, e) => (!a || e.peak_bytes < a.peak_bytes ? e : a), null);
   const e = chosenAt >= 0 ? outcomes[chosenAt].best! : cheapest;

@@ -6,7 +6,7 @@
  * | fp32 | fp32 | fp32 input, exact derivative |
  * | fp16, int8, int4 | that codec | input through that codec, exact derivative of the decoded input |
  * | mask | fp32 | 1-bit step masks (MobileTL; hard-sigmoid's is exact, hard-swish's is the step at 0) |
- * | auto | the method's default: `mask` for mobiletl, `fp32` otherwise |
+ * | auto | the method's default (its descriptor's `store`, src/methods/registry.ts resolveStore) |
  *
  * ReLU, ReLU6 and Clip keep their exact 1-bit masks under every store (a mask is their exact derivative).
  */
@@ -26,32 +26,26 @@ export function isStore(s: string): s is StoreName {
   return (STORES as readonly string[]).includes(s);
 }
 
-/** The concrete store `auto` resolves to for a method (see the module comment). */
-export function resolveStore(store: StoreName, method?: string): Exclude<StoreName, "auto"> {
-  if (store !== "auto") return store;
-  return method === "mobiletl" ? "mask" : "fp32";
-}
+/** A store with `auto` resolved (registry.ts resolveStore). */
+export type ConcreteStore = Exclude<StoreName, "auto">;
 
 export interface StorePolicyOptions {
-  /** Resolves `auto`. */
-  method?: string;
   /** Replace MobileTL's step windows (experiments with other thresholds). */
   steps?: Partial<Record<StepOp, StepMask>>;
 }
 
-export function storePolicy(store: StoreName, options: StorePolicyOptions = {}): SavePolicy {
-  const s = resolveStore(store, options.method);
-  if (s === "mask") {
+export function storePolicy(store: ConcreteStore, options: StorePolicyOptions = {}): SavePolicy {
+  if (store === "mask") {
     const steps = { ...STEP_MASKS, ...options.steps };
     return { codecFor: () => "fp32", stepMask: (op) => steps[op] };
   }
-  const codec: CodecName = s;
+  const codec: CodecName = store;
   return { codecFor: () => codec, stepMask: () => null };
 }
 
 /** Run fn (sync or async) under a store policy, restoring the previous policy after. */
 export async function withStore<T>(
-  store: StoreName,
+  store: ConcreteStore,
   fn: () => T | Promise<T>,
   options: StorePolicyOptions = {},
 ): Promise<T> {

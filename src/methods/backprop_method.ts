@@ -7,10 +7,10 @@ import { backward, releaseGraph } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
 import { Adam, SGD } from "../ops/optim.ts";
 import type { Tensor } from "../tensor.ts";
+import type { AdaptMethodName } from "./registry.ts";
 import {
   type LogitStats,
   logitStats,
-  type MethodName,
   SourceState,
   type StepResult,
   trainBnAffine,
@@ -27,6 +27,17 @@ export interface OptimizerConfig {
   weightDecay?: number;
 }
 
+const CONFIG_KEYS = ["kind", "lr", "momentum", "beta1", "beta2", "weightDecay"] as const;
+
+/** `defaults` overridden by the optimizer settings `options` gives (undefined ones do not override). */
+export function optimizerFrom(defaults: OptimizerConfig, options: Partial<OptimizerConfig>): OptimizerConfig {
+  const out: OptimizerConfig = { ...defaults };
+  for (const k of CONFIG_KEYS) {
+    if (options[k] !== undefined) (out as unknown as Record<string, unknown>)[k] = options[k];
+  }
+  return out;
+}
+
 export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD {
   return c.kind === "adam"
     ? new Adam(params, {
@@ -38,6 +49,11 @@ export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD 
     : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
 }
 
+/** Options every backprop method takes: its optimizer, and the governor's plan switch (descriptor.ts). */
+export interface BackpropOptions extends Partial<OptimizerConfig> {
+  plan?: boolean;
+}
+
 export interface LossPlan {
   /** The scalar loss to backpropagate, or null to skip the update (e.g. every sample filtered out). */
   loss: Tensor | null;
@@ -45,15 +61,19 @@ export interface LossPlan {
 }
 
 export abstract class BackpropMethod implements TtaMethod {
-  abstract readonly name: MethodName;
+  abstract readonly name: AdaptMethodName;
   protected params: Tensor[];
   protected optimizer: Adam | SGD;
+  /** Take the most expensive side of every data-dependent branch (the governor's estimate). */
+  protected readonly planning: boolean;
 
   protected constructor(
     readonly model: Module,
     protected readonly source: SourceState,
     protected readonly optimizerConfig: OptimizerConfig,
+    planning = false,
   ) {
+    this.planning = planning;
     useBatchStatistics(model);
     this.params = trainBnAffine(model);
     this.optimizer = makeOptimizer(this.params, optimizerConfig);
@@ -104,6 +124,10 @@ export abstract class BackpropMethod implements TtaMethod {
     this.optimizer.step();
     this.optimizer.zeroGrad();
     return await this.afterStep(x, stats, used);
+  }
+
+  trainables(): Tensor[] {
+    return this.params;
   }
 
   reset(): void {

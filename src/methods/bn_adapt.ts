@@ -5,6 +5,7 @@
 import { noGrad } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
 import type { Tensor } from "../tensor.ts";
+import type { AdaptDescriptor } from "./descriptor.ts";
 import { logitStats, SourceState, type StepResult, type TtaMethod, useBatchStatistics } from "./tta.ts";
 
 /** A forward without recording anything: the step of methods that learn nothing. */
@@ -33,6 +34,10 @@ export class BnAdapt implements TtaMethod {
     return predictOnly(this.model, x);
   }
 
+  trainables(): Tensor[] {
+    return [];
+  }
+
   reset(): void {
     this.source.restore(this.model);
   }
@@ -52,6 +57,23 @@ export class BnAdapt implements TtaMethod {
   dispose(): void {}
 }
 
+/**
+ * The model as it is, predicting only: no mode or trainability changes, nothing to reset (evaluation of a
+ * model in training, which the stream loop runs like any method).
+ */
+export function frozenPredictor(model: Module): TtaMethod {
+  return {
+    name: "source",
+    model,
+    step: (x) => predictOnly(model, x),
+    trainables: () => [],
+    reset: () => {},
+    state: () => Promise.resolve({}),
+    loadState: () => {},
+    dispose: () => {},
+  };
+}
+
 /** The unadapted source model in eval mode (running statistics), as a baseline with the same interface. */
 export class SourceOnly implements TtaMethod {
   readonly name = "source" as const;
@@ -65,6 +87,10 @@ export class SourceOnly implements TtaMethod {
     return predictOnly(this.model, x);
   }
 
+  trainables(): Tensor[] {
+    return [];
+  }
+
   reset(): void {}
 
   state(): Promise<Record<string, Float32Array>> {
@@ -75,3 +101,25 @@ export class SourceOnly implements TtaMethod {
 
   dispose(): void {}
 }
+
+export const source: AdaptDescriptor<"source"> = {
+  name: "source",
+  task: "adapt",
+  summary: "the unadapted model with its running statistics (the baseline)",
+  backward: false,
+  store: "fp32",
+  rank: 0,
+  adapts: false,
+  create: (model) => Promise.resolve(new SourceOnly(model)),
+};
+
+export const bn: AdaptDescriptor<"bn"> = {
+  name: "bn",
+  task: "adapt",
+  summary: "normalise with test-batch statistics, train nothing (Schneider et al. 2020)",
+  backward: false,
+  store: "fp32",
+  rank: 1,
+  adapts: true,
+  create: (model) => BnAdapt.create(model),
+};

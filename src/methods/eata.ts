@@ -13,11 +13,18 @@ import type { Module } from "../nn/module.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { add, mul } from "../ops/elementwise.ts";
 import { keep, Tensor } from "../tensor.ts";
-import { BackpropMethod, type LossPlan, type OptimizerConfig } from "./backprop_method.ts";
+import {
+  BackpropMethod,
+  type BackpropOptions,
+  type LossPlan,
+  type OptimizerConfig,
+  optimizerFrom,
+} from "./backprop_method.ts";
+import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
 import { cosine, ewcPenalty, weightedEntropy } from "./losses.ts";
 import type { LogitStats, SourceState } from "./tta.ts";
 
-export interface EataOptions extends Partial<OptimizerConfig> {
+export interface EataOptions extends BackpropOptions {
   /** E0 as a fraction of ln C (0.4). */
   entropyMargin?: number;
   /** Redundancy margin on |cos| (0.05). */
@@ -43,7 +50,7 @@ export class Eata extends BackpropMethod {
   #inFisherPhase = false;
 
   private constructor(model: Module, source: SourceState, options: EataOptions) {
-    super(model, source, { ...EATA_DEFAULTS, ...options });
+    super(model, source, optimizerFrom(EATA_DEFAULTS, options), options.plan);
     this.#margin = options.entropyMargin ?? 0.4;
     this.#dMargin = options.redundancyMargin ?? 0.05;
     this.#alpha = options.fisherAlpha ?? 2000;
@@ -65,6 +72,10 @@ export class Eata extends BackpropMethod {
     const weights = new Float32Array(n);
     const selected: number[] = [];
     for (let i = 0; i < n; i++) {
+      if (this.planning) {
+        selected.push(i);
+        continue;
+      }
       if (!(stats.entropies[i] < e0)) continue;
       if (
         this.#meanProbs &&
@@ -140,3 +151,18 @@ export class Eata extends BackpropMethod {
     for (const t of [...(this.#fisher ?? []), ...(this.#anchors ?? [])]) t.dispose();
   }
 }
+
+export const eata: AdaptDescriptor<"eata"> = {
+  name: "eata",
+  task: "adapt",
+  summary:
+    "entropy minimisation on reliable, non-redundant samples with a Fisher anchor (Niu et al., ICML 2022)",
+  backward: true,
+  store: "fp32",
+  rank: 3,
+  adapts: true,
+  optimizer: EATA_DEFAULTS,
+  // E0 = 1.01 ln C lies above every entropy; a redundancy margin of 2 lies above every |cos|.
+  open: { entropyMargin: 1.01, redundancyMargin: 2 },
+  create: (model, o) => Eata.create(model, methodSettings(o)),
+};

@@ -27,7 +27,13 @@ import type { Module } from "../nn/module.ts";
 import { add, scale } from "../ops/elementwise.ts";
 import type { Adam, SGD } from "../ops/optim.ts";
 import type { Tensor } from "../tensor.ts";
-import { makeOptimizer, type OptimizerConfig } from "./backprop_method.ts";
+import {
+  type BackpropOptions,
+  makeOptimizer,
+  type OptimizerConfig,
+  optimizerFrom,
+} from "./backprop_method.ts";
+import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
 import { calibrate, l1ToConstant, MetaNet } from "./ecotta_meta.ts";
 import { type ChannelStats, tailStatistics } from "./ecotta_stats.ts";
 import {
@@ -42,7 +48,7 @@ import { warmUp, type WarmupOptions, type WarmupReport, type WarmupTarget } from
 import { weightedEntropy } from "./losses.ts";
 import { logitStats, type StepResult, type TtaMethod } from "./tta.ts";
 
-export interface EcoTtaOptions extends Partial<OptimizerConfig> {
+export interface EcoTtaOptions extends BackpropOptions {
   /**
    * Feature blocks run frozen before the first partition, without a meta network (0; the authors keep their
    * input conv outside, which is 1 here).
@@ -109,6 +115,7 @@ export class EcoTta implements TtaMethod {
   #optimizerConfig: OptimizerConfig;
   #source: Record<string, Float32Array> = {};
   #modelName: string;
+  #planning: boolean;
   /** What the warm-up did, or null without warm-up data. */
   warmupReport: WarmupReport | null = null;
 
@@ -116,7 +123,8 @@ export class EcoTta implements TtaMethod {
     this.#modelName = options.name ?? `the ${model.constructor.name} model`;
     this.lambda = options.lambda ?? 0.5;
     this.entropyMargin = options.entropyMargin ?? 0.4;
-    this.#optimizerConfig = { ...ECOTTA_DEFAULTS, ...stripUndefined(options) };
+    this.#optimizerConfig = optimizerFrom(ECOTTA_DEFAULTS, options);
+    this.#planning = options.plan ?? false;
     model.eval();
     model.setTrainable(() => false);
     this.#staged = staged;
@@ -246,8 +254,9 @@ export class EcoTta implements TtaMethod {
     const host = Float32Array.from(await logits.data());
     const stats = logitStats(host, classes);
     const e0 = this.entropyMargin * Math.log(classes);
-    const used = stats.entropies.filter((e) => e < e0).length;
-    const weights = stats.entropies.map((e) => (e < e0 ? 1 / used : 0));
+    const confident = (e: number) => this.#planning || e < e0;
+    const used = stats.entropies.filter(confident).length;
+    const weights = stats.entropies.map((e) => (confident(e) ? 1 / used : 0));
     let loss: Tensor | null = used ? weightedEntropy(logits, Float32Array.from(weights)) : null;
     if (reg.length) {
       let total = reg[0];
@@ -299,6 +308,10 @@ export class EcoTta implements TtaMethod {
     }
   }
 
+  trainables(): Tensor[] {
+    return this.#params;
+  }
+
   /** Back to the meta networks as they were after warm-up (the identity without it), fresh optimizer. */
   reset(): void {
     this.#loadMeta(this.#source);
@@ -331,10 +344,25 @@ function firstBackend(model: Module) {
   return first[1].backend;
 }
 
-function stripUndefined(o: Partial<OptimizerConfig>): Partial<OptimizerConfig> {
-  const out: Partial<OptimizerConfig> = {};
-  for (const k of ["kind", "lr", "momentum", "beta1", "beta2", "weightDecay"] as const) {
-    if (o[k] !== undefined) (out as Record<string, unknown>)[k] = o[k];
-  }
-  return out;
-}
+export const ecotta: AdaptDescriptor<"ecotta"> = {
+  name: "ecotta",
+  task: "adapt",
+  summary: "meta networks beside a frozen backbone, self-distilled (Song et al., CVPR 2023)",
+  backward: true,
+  store: "fp32",
+  rank: 5,
+  adapts: true,
+  optimizer: ECOTTA_DEFAULTS,
+  flags: [{ flag: "--warmup-images W --warmup-labels WL", help: "clean data to warm up the meta networks" }],
+  open: { entropyMargin: 1.01 },
+  // Without warm-up data the meta networks start as the identity and BN_k as a fixed affine: on MNIST-C it
+  // then trails BN adaptation (docs/governor.md), so auto only ranks it first with warm-up data.
+  unavailableForAuto: ({ warmup }) =>
+    warmup ? null : "needs clean warm-up data (--warmup-images) to be the stronger method",
+  create: (model, o) =>
+    EcoTta.create(model, {
+      ...methodSettings(o),
+      ...(o.plan ? {} : { warmup: o.warmup }),
+      name: o.name,
+    }),
+};

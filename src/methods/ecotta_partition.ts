@@ -228,7 +228,12 @@ export async function stagedMismatch(
   staged: Omit<StagedModel, "verified">,
   x: Tensor,
 ): Promise<number> {
-  const [ref, got] = noGrad(() => [model.call(x), staged.head(runStages(x, staged.stages))]);
+  const [ref, got] = noGrad(() => {
+    const features = runStages(x, staged.stages);
+    const logits = staged.head(features);
+    if (features !== x) features.dispose();
+    return [model.call(x), logits];
+  });
   const a = await ref.data(), c = await got.data();
   ref.dispose();
   got.dispose();

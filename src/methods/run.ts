@@ -1,16 +1,23 @@
 /**
- * The adaptation loop over a stream of domains: batches in order, online predictions (made before each
- * batch's update), per-domain errors, protocols (continual, episodic, reset each domain), the collapse guard,
- * skipped inputs, and the ledger's measured peaks.
+ * `adapt`'s driver of the stream loop (stream.ts) over a sequence of domains: chunks in order, inputs that
+ * are not finite reported and skipped, protocols (continual, episodic, reset each domain), and the report —
+ * online error per domain (predictions made before each chunk's update), resets, back-offs, timing and the
+ * ledger's measured peaks.
  */
 import type { Backend } from "../backend/backend.ts";
 import type { ImageSet } from "../data/images.ts";
 import { imageName } from "../data/images.ts";
 import { outputShape, preprocessBatch, type PreprocessOptions } from "../data/preprocess.ts";
-import { Progress } from "../cli/progress.ts";
+import type { Backoff } from "../governor/guard.ts";
 import { Tensor } from "../tensor.ts";
-import { CollapseGuard } from "./collapse.ts";
-import { logitStats, type StepResult, type TtaMethod } from "./tta.ts";
+import {
+  AdaptStream,
+  type ChunkEvent,
+  type StreamObserver,
+  type StreamOptions,
+  type StreamPosition,
+} from "./stream.ts";
+import type { TtaMethod } from "./tta.ts";
 
 export type Protocol = "continual" | "episodic" | "reset-each-domain";
 
@@ -20,20 +27,26 @@ export interface Domain {
   set: ImageSet;
 }
 
-export interface AdaptOptions {
+/** The stream's observers plus what only a run over domains has. */
+export interface RunObserver extends StreamObserver {
+  /** A domain starts (`n` images). */
+  domain?(e: { index: number; name: string; n: number; of: number }): void;
+  /** A chunk was scored against its labels (`rows` includes skipped inputs). */
+  scored?(e: { rows: number; wrong: number; labeled: number }): void;
+  /** The run ended; `error` is the online error over every labelled input, or null. */
+  done?(e: { error: number | null }): void;
+}
+
+export interface AdaptOptions extends Omit<StreamOptions, "episodic"> {
   batch: number;
   protocol?: Protocol;
   preprocess?: PreprocessOptions;
-  /** Collapse guard on (default) or off. */
-  collapseGuard?: boolean;
-  progress?: boolean;
-  /** Called after every batch (the service and benches observe the run). */
-  onBatch?: (info: { domain: number; batch: number; predictions: Int32Array; entropy: number }) => void;
+  observers?: RunObserver[];
   /**
-   * Runs each step instead of method.step (the governor's runtime guard, src/governor/guard.ts: backs off to
-   * a smaller batch or store on OutOfMemoryError without losing adapted state); its back-offs are reported.
+   * Start a new ledger window, so peak_bytes is this run's (default true). A run inside another measured
+   * one (train's validation) keeps the enclosing window.
    */
-  guard?: { run(method: TtaMethod, x: Tensor): Promise<StepResult>; readonly backoffs: readonly unknown[] };
+  resetPeak?: boolean;
 }
 
 export interface DomainReport {
@@ -50,7 +63,7 @@ export interface SkippedInput {
   reason: string;
 }
 
-export interface ResetEvent {
+export interface ResetRecord {
   domain: number;
   batch: number;
   reason: string;
@@ -64,19 +77,22 @@ export interface AdaptReport {
   error: number | null;
   domains: DomainReport[];
   resets: number;
-  reset_events: ResetEvent[];
+  reset_events: ResetRecord[];
   skipped: number;
   skipped_inputs: SkippedInput[];
   updates: number;
   mean_entropy: number;
+  /** Steady-state time per chunk: the mean over every chunk after the first. */
   ms_per_batch: number;
+  /** The first chunk's time (pipeline/shader compilation, lazily created state), reported apart. */
+  warmup_ms: number;
   peak_bytes: number;
   peak_saved_bytes: number;
   /** The runtime guard's back-offs, when a guard ran the steps. */
-  backoffs?: readonly unknown[];
+  backoffs?: Backoff[];
 }
 
-/** Indices of images whose preprocessed values are all finite; the others are reported and skipped. */
+/** Per-row flags: true where every preprocessed value is finite. */
 function finiteRows(x: Float32Array, rows: number): boolean[] {
   const per = x.length / rows;
   const ok: boolean[] = [];
@@ -93,6 +109,36 @@ function finiteRows(x: Float32Array, rows: number): boolean[] {
   return ok;
 }
 
+/** The rows of x [rows, per] where keep is true. */
+function keptRows(x: Float32Array, keep: boolean[]): Float32Array {
+  const per = x.length / keep.length;
+  const out = new Float32Array(keep.filter(Boolean).length * per);
+  let k = 0;
+  keep.forEach((good, i) => {
+    if (good) out.set(x.subarray(i * per, (i + 1) * per), per * k++);
+  });
+  return out;
+}
+
+/**
+ * One chunk through the stream as the driver feeds it: the input tensor lives for the step only. The
+ * governor's estimator feeds its chunks through this too (`data` null: the null backend needs no values).
+ */
+export async function feedChunk(
+  stream: AdaptStream,
+  backend: Backend,
+  data: Float32Array | null,
+  shape: number[],
+  at?: StreamPosition,
+): Promise<ChunkEvent> {
+  const input = data ? Tensor.from(backend, data, shape) : Tensor.empty(backend, shape);
+  try {
+    return await stream.process(input, at);
+  } finally {
+    input.dispose();
+  }
+}
+
 export async function runAdaptation(
   backend: Backend,
   method: TtaMethod,
@@ -104,10 +150,7 @@ export async function runAdaptation(
   if (!(Number.isInteger(batch) && batch >= 1)) {
     throw new Error(`adapt: batch must be a positive integer, got ${batch}`);
   }
-  const total = domains.reduce((s, d) => s + d.set.n, 0);
-  const progress = options.progress === false ? null : new Progress({ label: method.name, total });
-  backend.ledger.resetPeak();
-  let guard: CollapseGuard | null = null;
+  const observers = options.observers ?? [];
   const report: AdaptReport = {
     method: method.name,
     protocol,
@@ -122,76 +165,66 @@ export async function runAdaptation(
     updates: 0,
     mean_entropy: 0,
     ms_per_batch: 0,
+    warmup_ms: 0,
     peak_bytes: 0,
     peak_saved_bytes: 0,
   };
-  let wrongAll = 0, labeledAll = 0, batches = 0, ms = 0, entropySum = 0;
+  const times: number[] = [];
+  let entropySum = 0;
+  const stream = new AdaptStream(method, { ...options, episodic: protocol === "episodic" });
+  stream.observe({
+    chunk: (e: ChunkEvent) => {
+      times.push(e.ms);
+      entropySum += e.result.entropy * e.rows;
+      if (e.result.updated) report.updates++;
+    },
+    reset: (e) => {
+      // Protocol resets are the run's schedule, not events of the adaptation.
+      if (e.cause === "protocol") return;
+      report.resets++;
+      report.reset_events.push({ domain: e.domain, batch: e.chunk, reason: e.reason });
+    },
+  });
+  for (const o of observers) stream.observe(o);
+  if (options.resetPeak !== false) backend.ledger.resetPeak();
+  let wrongAll = 0, labeledAll = 0;
   for (const [d, domain] of domains.entries()) {
     const { set } = domain;
-    if (protocol === "reset-each-domain" && d > 0) method.reset();
-    progress?.label(`${method.name} ${d + 1}/${domains.length} ${domain.name}`);
+    if (protocol === "reset-each-domain" && d > 0) stream.reset("protocol", `domain ${domain.name}`);
+    for (const o of observers) o.domain?.({ index: d, name: domain.name, n: set.n, of: domains.length });
     let wrong = 0, labeled = 0, n = 0, skipped = 0;
     const shape = outputShape(set, options.preprocess);
     for (let start = 0, b = 0; start < set.n; start += batch, b++) {
       const idx = Array.from({ length: Math.min(batch, set.n - start) }, (_, i) => start + i);
-      let x = preprocessBatch(set, idx, options.preprocess);
-      const ok = finiteRows(x, idx.length);
+      const raw = preprocessBatch(set, idx, options.preprocess);
+      const ok = finiteRows(raw, idx.length);
       const keepIdx = idx.filter((_, i) => ok[i]);
-      for (const [i, good] of ok.entries()) {
-        if (good) continue;
-        const name = imageName(set, idx[i]);
+      ok.forEach((good, i) => {
+        if (good) return;
         report.skipped_inputs.push({
           images: domain.name,
-          name,
+          name: imageName(set, idx[i]),
           reason: "NaN or infinite value after preprocessing",
         });
         skipped++;
-      }
-      if (keepIdx.length < idx.length) {
-        if (!keepIdx.length) {
-          progress?.tick(idx.length);
-          continue;
+      });
+      let chunkWrong = 0;
+      if (keepIdx.length) {
+        const x = keepIdx.length < idx.length ? keptRows(raw, ok) : raw;
+        const dims = [keepIdx.length, shape.channels, shape.height, shape.width];
+        const event = await feedChunk(stream, backend, x, dims, { domain: d, chunk: b });
+        if (set.labels) {
+          keepIdx.forEach((i, k) => {
+            if (event.stats.predictions[k] !== set.labels![i]) chunkWrong++;
+          });
+          labeled += keepIdx.length;
         }
-        const per = x.length / idx.length;
-        const kept = new Float32Array(keepIdx.length * per);
-        let k = 0;
-        for (const [i, good] of ok.entries()) {
-          if (good) kept.set(x.subarray(i * per, (i + 1) * per), per * k++);
-        }
-        x = kept;
+        n += keepIdx.length;
       }
-      if (protocol === "episodic") method.reset();
-      const t0 = performance.now();
-      const input = Tensor.from(backend, x, [keepIdx.length, shape.channels, shape.height, shape.width]);
-      const result = options.guard ? await options.guard.run(method, input) : await method.step(input);
-      input.dispose();
-      ms += performance.now() - t0;
-      batches++;
-      const stats = logitStats(result.logits, result.classes);
-      guard ??= new CollapseGuard(result.classes);
-      entropySum += result.entropy * keepIdx.length;
-      if (result.updated) report.updates++;
-      if (result.reset) {
-        report.resets++;
-        report.reset_events.push({ domain: d, batch: b, reason: result.resetReason ?? "reset" });
-        guard.clear();
-      } else if (options.collapseGuard !== false && protocol !== "episodic" && method.name !== "source") {
-        const reason = guard.observe(stats.predictions);
-        if (reason) {
-          method.reset();
-          report.resets++;
-          report.reset_events.push({ domain: d, batch: b, reason });
-        }
+      wrong += chunkWrong;
+      for (const o of observers) {
+        o.scored?.({ rows: idx.length, wrong: chunkWrong, labeled: set.labels ? keepIdx.length : 0 });
       }
-      if (set.labels) {
-        keepIdx.forEach((i, k) => {
-          if (stats.predictions[k] !== set.labels![i]) wrong++;
-        });
-        labeled += keepIdx.length;
-      }
-      n += keepIdx.length;
-      options.onBatch?.({ domain: d, batch: b, predictions: stats.predictions, entropy: result.entropy });
-      progress?.tick(idx.length, labeled ? `err ${(100 * wrong / labeled).toFixed(1)}%` : "");
     }
     report.domains.push({ images: domain.name, n, error: labeled ? wrong / labeled : null, skipped });
     report.n += n;
@@ -199,13 +232,15 @@ export async function runAdaptation(
     wrongAll += wrong;
     labeledAll += labeled;
   }
-  progress?.done(labeledAll ? `err ${(100 * wrongAll / labeledAll).toFixed(2)}%` : "");
   const snap = backend.ledger.snapshot();
   report.error = labeledAll ? wrongAll / labeledAll : null;
   report.mean_entropy = report.n ? entropySum / report.n : 0;
-  report.ms_per_batch = batches ? ms / batches : 0;
+  report.warmup_ms = times[0] ?? 0;
+  const steady = times.length > 1 ? times.slice(1) : times;
+  report.ms_per_batch = steady.length ? steady.reduce((s, t) => s + t, 0) / steady.length : 0;
   report.peak_bytes = snap.peakBytes;
   report.peak_saved_bytes = snap.peak.saved;
   if (options.guard) report.backoffs = options.guard.backoffs;
+  for (const o of observers) o.done?.({ error: report.error });
   return report;
 }

@@ -11,11 +11,18 @@
 import { backward } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
 import { Tensor } from "../tensor.ts";
-import { BackpropMethod, type LossPlan, type OptimizerConfig } from "./backprop_method.ts";
+import {
+  BackpropMethod,
+  type BackpropOptions,
+  type LossPlan,
+  type OptimizerConfig,
+  optimizerFrom,
+} from "./backprop_method.ts";
+import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
 import { weightedEntropy } from "./losses.ts";
 import { type LogitStats, logitStats, type SourceState } from "./tta.ts";
 
-export interface SarOptions extends Partial<OptimizerConfig> {
+export interface SarOptions extends BackpropOptions {
   entropyMargin?: number;
   rho?: number;
   resetEntropy?: number;
@@ -32,7 +39,7 @@ export class Sar extends BackpropMethod {
   #selected: Int32Array = new Int32Array(0);
 
   private constructor(model: Module, source: SourceState, options: SarOptions) {
-    super(model, source, { ...SAR_DEFAULTS, ...options });
+    super(model, source, optimizerFrom(SAR_DEFAULTS, options), options.plan);
     this.#margin = options.entropyMargin ?? 0.4;
     this.#rho = options.rho ?? 0.05;
     this.#resetBelow = options.resetEntropy;
@@ -50,7 +57,7 @@ export class Sar extends BackpropMethod {
     const [n, classes] = logits.shape;
     const e0 = this.#margin * Math.log(classes);
     const selected: number[] = [];
-    for (let i = 0; i < n; i++) if (stats.entropies[i] < e0) selected.push(i);
+    for (let i = 0; i < n; i++) if (this.planning || stats.entropies[i] < e0) selected.push(i);
     this.#selected = Int32Array.from(selected);
     if (!selected.length) return { loss: null, used: 0 };
     const w = new Float32Array(n);
@@ -86,7 +93,7 @@ export class Sar extends BackpropMethod {
     const classes = logits.shape[1];
     const stats2 = logitStats(await logits.data(), classes);
     const e0 = this.#margin * Math.log(classes);
-    const kept = [...this.#selected].filter((i) => stats2.entropies[i] < e0);
+    const kept = [...this.#selected].filter((i) => this.planning || stats2.entropies[i] < e0);
     const w = new Float32Array(logits.shape[0]);
     let second = 0;
     for (const i of kept) {
@@ -104,7 +111,7 @@ export class Sar extends BackpropMethod {
     }
     this.optimizer.zeroGrad();
     const below = this.#resetBelow ?? 0.2 * Math.log(classes) / Math.log(1000);
-    if (this.#ema !== null && this.#ema < below) {
+    if (!this.planning && this.#ema !== null && this.#ema < below) {
       return `SAR reset: entropy EMA ${this.#ema.toFixed(3)} < ${below.toFixed(3)}`;
     }
     return null;
@@ -114,3 +121,16 @@ export class Sar extends BackpropMethod {
     this.#ema = null;
   }
 }
+
+export const sar: AdaptDescriptor<"sar"> = {
+  name: "sar",
+  task: "adapt",
+  summary: "reliable entropy minimisation with a sharpness-aware update and resets (Niu et al., ICLR 2023)",
+  backward: true,
+  store: "fp32",
+  rank: 4,
+  adapts: true,
+  optimizer: SAR_DEFAULTS,
+  open: { entropyMargin: 1.01, resetEntropy: -1 },
+  create: (model, o) => Sar.create(model, methodSettings(o)),
+};

@@ -4,7 +4,7 @@
  * ledger's measured peaks.
  */
 import type { Backend } from "../backend/backend.ts";
-import { backward, noGrad } from "../autograd/tape.ts";
+import { backward } from "../autograd/tape.ts";
 import type { ImageSet } from "../data/images.ts";
 import { outputShape, preprocessBatch, type PreprocessOptions } from "../data/preprocess.ts";
 import { visitOrder } from "../data/stream.ts";
@@ -12,7 +12,10 @@ import { Progress } from "../cli/progress.ts";
 import type { Module } from "../nn/module.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { Tensor } from "../tensor.ts";
+import type { Adam, SGD } from "../ops/optim.ts";
 import { makeOptimizer, type OptimizerConfig } from "./backprop_method.ts";
+import { frozenPredictor } from "./bn_adapt.ts";
+import { runAdaptation } from "./run.ts";
 import { logitStats } from "./tta.ts";
 
 export interface TrainOptions {
@@ -56,36 +59,50 @@ function labelsOf(set: ImageSet, what: string): Int32Array {
   return set.labels;
 }
 
-/** Error (fraction) of `model` in eval mode on a labelled set. */
+/** Error (fraction) of `model` in eval mode on a labelled set: a run of the stream loop that adapts nothing. */
 export async function evaluate(
   backend: Backend,
   model: Module,
   set: ImageSet,
   options: { batch: number; preprocess?: PreprocessOptions },
 ): Promise<number> {
-  const labels = labelsOf(set, "evaluate");
-  const shape = outputShape(set, options.preprocess);
+  labelsOf(set, "evaluate");
   const wasTraining = model.training;
   model.eval();
-  let wrong = 0;
-  for (let s = 0; s < set.n; s += options.batch) {
-    const idx = Array.from({ length: Math.min(options.batch, set.n - s) }, (_, i) => s + i);
-    const x = Tensor.from(backend, preprocessBatch(set, idx, options.preprocess), [
-      idx.length,
-      shape.channels,
-      shape.height,
-      shape.width,
-    ]);
-    const logits = noGrad(() => model.call(x));
-    const stats = logitStats(await logits.data(), logits.shape[1]);
-    idx.forEach((i, k) => {
-      if (stats.predictions[k] !== labels[i]) wrong++;
+  try {
+    const report = await runAdaptation(backend, frozenPredictor(model), [{ name: "validation", set }], {
+      batch: options.batch,
+      preprocess: options.preprocess,
+      collapseGuard: false,
+      resetPeak: false,
     });
-    x.dispose();
-    logits.dispose();
+    return report.error ?? 0;
+  } finally {
+    model.train(wasTraining);
   }
-  model.train(wasTraining);
-  return set.n ? wrong / set.n : 0;
+}
+
+/**
+ * One step of cross-entropy training on x (disposed here, as soon as the forward no longer needs it) with
+ * labels y: forward, backward, optimizer step. The governor's estimator runs the same function.
+ */
+export async function supervisedStep(
+  model: Module,
+  opt: Adam | SGD,
+  x: Tensor,
+  y: number[],
+): Promise<{ loss: number; predictions: Int32Array }> {
+  const logits = model.call(x);
+  x.dispose();
+  const loss = crossEntropy(logits, y);
+  backward(loss);
+  opt.step();
+  opt.zeroGrad();
+  const [value] = await loss.data();
+  const stats = logitStats(await logits.data(), logits.shape[1]);
+  loss.dispose();
+  logits.dispose();
+  return { loss: value, predictions: stats.predictions };
 }
 
 export async function trainSupervised(
@@ -137,18 +154,9 @@ export async function trainSupervised(
         shape.width,
       ]);
       const y = Array.from(idx, (i) => labels[i]);
-      const logits = model.call(x);
-      x.dispose();
-      const loss = crossEntropy(logits, y);
-      backward(loss);
-      opt.step();
-      opt.zeroGrad();
-      const [lossValue] = await loss.data();
-      const stats = logitStats(await logits.data(), logits.shape[1]);
-      loss.dispose();
-      logits.dispose();
+      const { loss: lossValue, predictions } = await supervisedStep(model, opt, x, y);
       ms += performance.now() - t0;
-      stats.predictions.forEach((p, k) => {
+      predictions.forEach((p, k) => {
         if (p !== y[k]) wrong++;
       });
       seen += idx.length;

@@ -6,8 +6,7 @@
 import type { Module } from "../nn/module.ts";
 import { BatchNorm2d } from "../nn/layers.ts";
 import type { Tensor } from "../tensor.ts";
-
-export type MethodName = "source" | "bn" | "tent" | "eata" | "sar" | "ecotta";
+import type { AdaptMethodName } from "./registry.ts";
 
 export interface StepResult {
   /** Logits [n, classes] of the batch, computed before this batch's update (online prediction). */
@@ -25,10 +24,12 @@ export interface StepResult {
 }
 
 export interface TtaMethod {
-  readonly name: MethodName;
+  readonly name: AdaptMethodName;
   readonly model: Module;
   /** Predict on x [n, c, h, w] and adapt on it. */
   step(x: Tensor): Promise<StepResult>;
+  /** Every tensor the method trains (the runtime guard snapshots them and clears their gradients). */
+  trainables(): Tensor[];
   /** Back to the source model and a fresh optimizer. */
   reset(): void;
   /** Adapted state (model + optimizer + method counters) for checkpoints. */

@@ -1,12 +1,13 @@
 /**
- * The adapted model of a running service: one TTA method fed batch by batch, as `adapt` feeds it (online
- * predictions come from the forward before the batch's update, the collapse guard watches continual runs),
- * plus the counters, metrics and checkpoints that make it a long-running process. Every method here is called
- * from the Batcher, one at a time.
+ * The adapted model of a running service: the stream loop (src/methods/stream.ts) that `adapt` runs, fed
+ * batch by batch from the Batcher (online predictions, collapse guard, out-of-memory back-off through the
+ * runtime guard), plus the counters, metrics and checkpoints that make it a long-running process — observers
+ * of the stream's events. Every method here is called from the Batcher, one at a time.
  */
 import type { Backend } from "../backend/backend.ts";
-import { CollapseGuard } from "../methods/collapse.ts";
-import { logitStats, type TtaMethod } from "../methods/tta.ts";
+import type { RuntimeGuard } from "../governor/guard.ts";
+import { AdaptStream, type ResetEvent } from "../methods/stream.ts";
+import type { TtaMethod } from "../methods/tta.ts";
 import { Tensor } from "../tensor.ts";
 import { type Checkpoint, type CheckpointStore, checkSameTensors, sha256Hex } from "./checkpoint.ts";
 import { Histogram, type MetricsText, STEP_BUCKETS } from "./metrics.ts";
@@ -32,6 +33,8 @@ export interface EngineOptions {
   /** Write a checkpoint every this many steps (0: only on shutdown and reset). */
   checkpointEvery: number;
   collapseGuard?: boolean;
+  /** Runs each step with out-of-memory back-off (its backend must be the model's GuardedBackend). */
+  guard?: RuntimeGuard;
   log?: (message: string) => void;
 }
 
@@ -59,12 +62,35 @@ export class AdaptEngine {
   lastCheckpoint: CheckpointInfo | null = null;
   resumedFrom: CheckpointInfo | null = null;
   readonly started = new Date();
-  #guard: CollapseGuard | null = null;
+  readonly stream: AdaptStream;
   #log: (m: string) => void;
 
   constructor(readonly options: EngineOptions) {
     this.method = options.method;
     this.#log = options.log ?? ((m) => console.error(`edgetrain serve: ${m}`));
+    this.stream = new AdaptStream(options.method, {
+      guard: options.guard,
+      collapseGuard: options.collapseGuard,
+    }).observe({
+      chunk: (e) => {
+        this.stepLatency.observe(e.ms / 1000);
+        this.steps++;
+        this.process.steps++;
+        if (e.result.updated) {
+          this.total.updates++;
+          this.process.updates++;
+        }
+        this.lastEntropy = e.result.entropy;
+        this.entropySum += e.result.entropy * e.rows;
+        this.total.predictions += e.rows;
+        this.process.predictions += e.rows;
+      },
+      reset: (e) => this.#countReset(e),
+      backoff: (b) =>
+        this.#log(
+          `out of memory: batch ${b.from.batch} ${b.from.store} -> ${b.to.batch} ${b.to.store} (${b.reason})`,
+        ),
+    });
   }
 
   /** Loads the newest valid checkpoint of the store (bad ones are set aside); null when starting fresh. */
@@ -96,50 +122,24 @@ export class AdaptEngine {
     const per = c * h * w;
     const x = new Float32Array(xs.length * per);
     xs.forEach((v, i) => x.set(v, i * per));
-    const t0 = performance.now();
-    let result;
     const input = Tensor.from(this.options.backend, x, [xs.length, c, h, w]);
+    let stats;
     try {
-      result = await this.method.step(input);
+      ({ stats } = await this.stream.process(input, { domain: 0, chunk: this.steps }));
     } catch (e) {
       this.process.errors++;
       throw e;
     } finally {
       input.dispose();
     }
-    this.stepLatency.observe((performance.now() - t0) / 1000);
-    this.steps++;
-    this.process.steps++;
-    const stats = logitStats(result.logits, result.classes);
-    this.#guard ??= new CollapseGuard(result.classes);
-    if (result.updated) {
-      this.total.updates++;
-      this.process.updates++;
-    }
-    if (result.reset) {
-      this.#countReset(result.resetReason ?? "method reset");
-      this.#guard.clear();
-    } else if (this.options.collapseGuard !== false && this.method.name !== "source") {
-      const reason = this.#guard.observe(stats.predictions);
-      if (reason) {
-        this.method.reset();
-        this.#countReset("collapse guard");
-        this.#log(reason);
-      }
-    }
-    this.lastEntropy = result.entropy;
-    this.entropySum += result.entropy * xs.length;
-    this.total.predictions += xs.length;
-    this.process.predictions += xs.length;
-    const k = result.classes;
-    const out = xs.map((_, i): Prediction => ({
+    const k = stats.probs.length / xs.length;
+    return xs.map((_, i): Prediction => ({
       class: stats.predictions[i],
       probabilities: Array.from(stats.probs.subarray(i * k, (i + 1) * k)),
       entropy: stats.entropies[i],
       step: this.steps,
       batch: xs.length,
     }));
-    return out;
   }
 
   /** Whether the step just taken is one to checkpoint after (the caller schedules it after the replies). */
@@ -149,18 +149,17 @@ export class AdaptEngine {
       this.lastCheckpoint?.step !== this.steps;
   }
 
-  #countReset(reason: string): void {
+  #countReset(e: ResetEvent): void {
     this.total.resets++;
     this.process.resets++;
-    const key = reason.startsWith("collapse") ? "collapse" : reason.split(/[:(]/)[0].trim() || "reset";
+    const key = e.cause === "method" ? e.reason.split(/[:(]/)[0].trim() || "reset" : e.cause;
     this.resetReasons.set(key, (this.resetReasons.get(key) ?? 0) + 1);
+    if (e.cause === "collapse") this.#log(e.reason);
   }
 
   /** Back to the source state (POST /v1/reset); checkpointed so that a restart does not undo it. */
   async reset(): Promise<void> {
-    this.method.reset();
-    this.#guard?.clear();
-    this.#countReset("api");
+    this.stream.reset("api", "POST /v1/reset");
     await this.checkpoint("reset");
   }
 

@@ -4,11 +4,11 @@
  * that answers what is queued and writes a final checkpoint. `src/cli/serve.ts` parses flags into
  * ServiceOptions and installs the signal handlers.
  */
-import type { Backend } from "../backend/backend.ts";
 import type { PreprocessOptions } from "../data/preprocess.ts";
-import { type StoreName, withStore } from "../memory/policy.ts";
-import { createMethod } from "../methods/mod.ts";
-import type { TtaMethod } from "../methods/tta.ts";
+import { RuntimeGuard } from "../governor/guard.ts";
+import type { GuardedBackend } from "../governor/guarded_backend.ts";
+import type { ConcreteStore } from "../memory/policy.ts";
+import { adaptMethod } from "../methods/registry.ts";
 import type { OnnxModule } from "../onnx/import.ts";
 import { Batcher } from "./batcher.ts";
 import { CheckpointStore, sha256Hex } from "./checkpoint.ts";
@@ -19,7 +19,8 @@ import { createHandler, isLoopback } from "./server.ts";
 import { Spool } from "./spool.ts";
 
 export interface ServiceOptions {
-  backend: Backend;
+  /** The model's backend, decorated so the runtime guard can undo a step that ran out of memory. */
+  backend: GuardedBackend;
   module: OnnxModule;
   modelPath: string;
   /** The ONNX file's bytes, for the source model hash that checkpoints are tied to. */
@@ -28,8 +29,10 @@ export interface ServiceOptions {
   preprocess: PreprocessOptions;
   /** A concrete method (the planner resolves "auto" before this). */
   method: string;
-  /** Saved-activation store for backward (the planner's choice; default "auto": the method's default). */
-  store?: StoreName;
+  /** Saved-activation store for backward (the planner's choice). */
+  store: ConcreteStore;
+  /** The predicted peak of a (batch, store): the guard skips back-offs that would not lower it. */
+  peakOf?: (batch: number, store: ConcreteStore) => Promise<number>;
   lr?: number;
   state: string;
   hostname: string;
@@ -55,27 +58,18 @@ export interface RunningService {
   finished: Promise<void>;
 }
 
-/** Creates the method, failing clearly for names whose implementation has not landed yet. */
-export async function openMethod(name: string, module: OnnxModule, lr?: number): Promise<TtaMethod> {
-  if (name === "auto") {
-    throw new Error(`openMethod(): "auto" must be resolved by the planner (governed()) first`);
-  }
-  try {
-    return await createMethod(name, module, lr === undefined ? {} : { lr });
-  } catch (e) {
-    const msg = (e as Error).message;
-    if (name === "ecotta" && /module not found|cannot find|not found/i.test(msg)) {
-      throw new Error(`--method ecotta is not available in this build yet (${msg.split("\n")[0]})`);
-    }
-    throw e;
-  }
-}
-
 export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? ((m: string) => console.error(`edgetrain serve: ${m}`));
   await Deno.mkdir(o.state, { recursive: true });
   const modelSha256 = await sha256Hex(o.modelBytes);
-  const method = await openMethod(o.method, o.module, o.lr);
+  const descriptor = adaptMethod(o.method);
+  const method = await descriptor.create(o.module, { lr: o.lr, name: o.modelPath });
+  const guard = new RuntimeGuard(o.backend, {
+    batch: o.batch,
+    store: o.store,
+    backward: descriptor.backward,
+    peakOf: o.peakOf,
+  });
   const store = new CheckpointStore(o.state, {
     modelSha256,
     method: method.name,
@@ -91,6 +85,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     store,
     checkpointEvery: o.checkpointEvery,
     collapseGuard: o.collapseGuard,
+    guard,
     log,
   });
   const resumed = await engine.resume();
@@ -104,7 +99,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     batch: o.batch,
     flushMs: o.flushMs,
     run: async (xs) => {
-      const out = await withStore(o.store ?? "auto", () => engine.step(xs));
+      const out = await engine.step(xs);
       if (engine.checkpointDue()) {
         // After this batch's replies, before the next batch: the replies do not wait for the disk.
         batcher.exclusive(() => engine.checkpoint("periodic")).catch((e) => {
@@ -163,7 +158,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   }, handler);
   await listening.promise;
   log(
-    `${method.name} on ${o.backend.name}, batch ${o.batch}, store ${o.store ?? "auto"}, listening on ${url}`,
+    `${method.name} on ${o.backend.name}, batch ${o.batch}, store ${o.store}, listening on ${url}`,
   );
   await spool?.start();
 
@@ -198,6 +193,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         log(`final checkpoint failed: ${(e as Error).message}`);
       }
       notify?.close();
+      guard.dispose();
       method.dispose();
       finished.resolve();
     })();

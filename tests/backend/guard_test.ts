@@ -9,7 +9,8 @@ import { runAdaptation } from "../../src/methods/run.ts";
 import type { TtaMethod } from "../../src/methods/tta.ts";
 import { sizeOf, Tensor } from "../../src/tensor.ts";
 import { Estimator } from "../../src/governor/estimate.ts";
-import { type Backoff, RuntimeGuard, withMemoryLimit } from "../../src/governor/guard.ts";
+import { type Backoff, RuntimeGuard } from "../../src/governor/guard.ts";
+import { GuardedBackend, MemoryCappedBackend } from "../../src/governor/guarded_backend.ts";
 import { randomImages } from "../../src/governor/measure.ts";
 
 const INPUT = [1, 16, 16];
@@ -30,27 +31,34 @@ async function affine(model: IrbNet): Promise<number[][]> {
   return await Promise.all(model.trainableParameters().map(async (p) => Array.from(await p.data())));
 }
 
+/** A model on a guarded, capped backend: the guard undoes steps, the cap plays a small device. */
+function guarded(b: Backend) {
+  const capped = new MemoryCappedBackend(b, Infinity);
+  const backend = new GuardedBackend(capped);
+  return { capped, backend, model: net(backend) };
+}
+
 backendTest("RuntimeGuard backs off on out-of-memory mid-stream and loses no adapted state", async (b) => {
-  const capped = withMemoryLimit(b, Infinity);
-  const model = net(capped);
-  const est = new Estimator(model, INPUT);
+  const { capped, backend, model } = guarded(b);
+  const est = new Estimator(net, INPUT);
   // SAR perturbs the weights between its two passes: the guard must put them back.
   const sar = await Sar.create(model, { entropyMargin: 1.01, resetEntropy: -1, lr: 0.05 });
   const before = capped.ledger.liveBytes;
   // Transient bytes of a step on top of what lives between steps (weights, optimizer, the guard's copy).
-  const transient = (store: "fp32" | "int4") => {
-    const e = est.estimate({ method: "sar", batch: BATCH, store, guard: true });
+  const transient = async (store: "fp32" | "int4") => {
+    const e = await est.estimate({ method: "sar", batch: BATCH, store, guard: true });
     return e.peak_bytes - e.at_peak.weights - e.at_peak.optimizer;
   };
-  ok(transient("int4") < transient("fp32"), "int4 must need less than fp32 for the test to mean anything");
+  const [t4, t32] = [await transient("int4"), await transient("fp32")];
+  ok(t4 < t32, "int4 must need less than fp32 for the test to mean anything");
   const seen: Backoff[] = [];
   let afterUndo: number[][] | null = null;
-  const guard = new RuntimeGuard({
+  const guard = new RuntimeGuard(backend, {
     batch: BATCH,
     store: "fp32",
     backward: true,
-    estimator: est,
-    method: "sar",
+    peakOf: async (batch, store) =>
+      (await est.estimate({ method: "sar", batch, store, guard: true })).peak_bytes,
     onBackoff: async (bo) => {
       seen.push(bo);
       afterUndo = await affine(model);
@@ -63,11 +71,10 @@ backendTest("RuntimeGuard backs off on out-of-memory mid-stream and loses no ada
     if (k === 2) {
       // From the third batch on the device is smaller: fp32 at batch 8 no longer fits, int4 does.
       atFailure = await affine(model);
-      capped.limitBytes = capped.ledger.liveBytes + rows * 4 +
-        Math.floor((transient("int4") + transient("fp32")) / 2);
+      capped.limitBytes = capped.ledger.liveBytes + rows * 4 + Math.floor((t4 + t32) / 2);
     }
     const x = Tensor.from(
-      capped,
+      backend,
       Float32Array.from(set.pixels.subarray(k * rows, (k + 1) * rows), (v) => v / 255 - 0.5),
       [
         BATCH,
@@ -94,16 +101,15 @@ backendTest("RuntimeGuard backs off on out-of-memory mid-stream and loses no ada
 backendTest(
   "RuntimeGuard rethrows out-of-memory at the bottom of its ladder and other errors at once",
   async (b) => {
-    const capped = withMemoryLimit(b, Infinity);
-    const model = net(capped);
+    const { capped, backend, model } = guarded(b);
     const tent = await Tent.create(model);
-    const guard = new RuntimeGuard({ batch: 4, store: "int4", backward: true, minBatch: 2 });
+    const guard = new RuntimeGuard(backend, { batch: 4, store: "int4", backward: true, minBatch: 2 });
     const set = randomImages(4, INPUT);
     // Room for the guard's parameter copy, the input (4 KiB) and one half-batch chunk (2 KiB), none for the forward.
     const copy = 4 * model.trainableParameters().reduce((n, p) => n + p.size, 0);
     capped.limitBytes = capped.ledger.liveBytes + copy + 4096 + 2048;
     await rejects(
-      runAdaptation(capped, tent, [{ name: "random", set }], { batch: 4, progress: false, guard }),
+      runAdaptation(backend, tent, [{ name: "random", set }], { batch: 4, guard }),
       OutOfMemoryError,
     );
     deepEqual(guard.backoffs.map((x) => x.to), [{ batch: 2, store: "int4" }]);
@@ -112,12 +118,13 @@ backendTest(
       name: "tent",
       model,
       step: () => Promise.reject(new Error("not memory")),
+      trainables: () => [],
       reset: () => {},
       state: () => Promise.resolve({}),
       loadState: () => {},
       dispose: () => {},
     };
-    const x = Tensor.zeros(capped, [2, ...INPUT]);
+    const x = Tensor.zeros(backend, [2, ...INPUT]);
     await rejects(guard.run(broken, x), /not memory/);
     x.dispose();
     tent.dispose();
@@ -126,11 +133,10 @@ backendTest(
 );
 
 backendTest("RuntimeGuard restores parameters a step changed before it ran out of memory", async (b) => {
-  const capped = withMemoryLimit(b, Infinity);
-  const model = net(capped);
+  const { capped, backend, model } = guarded(b);
   const sar = await Sar.create(model, { entropyMargin: 1.01, resetEntropy: -1, lr: 0.05 });
   let afterUndo: number[][] = [];
-  const guard = new RuntimeGuard({
+  const guard = new RuntimeGuard(backend, {
     batch: 4,
     store: "fp32",
     backward: true,
@@ -138,7 +144,7 @@ backendTest("RuntimeGuard restores parameters a step changed before it ran out o
       afterUndo = await affine(model);
     },
   });
-  const x = Tensor.from(capped, Float32Array.from({ length: 4 * sizeOf(INPUT) }, (_, i) => Math.sin(i)), [
+  const x = Tensor.from(backend, Float32Array.from({ length: 4 * sizeOf(INPUT) }, (_, i) => Math.sin(i)), [
     4,
     ...INPUT,
   ]);

@@ -44,8 +44,7 @@ Deno.test("serve: SIGKILL mid-stream, restart resumes the newest checkpoint; onl
   const ref = await runAdaptation(cpu, refMethod, [{ name: "gaussian_noise", set: stream }], {
     batch: BATCH,
     preprocess: MNIST_PRE,
-    progress: false,
-    onBatch: ({ predictions }) => refPredictions.push(...predictions),
+    observers: [{ chunk: (e) => refPredictions.push(...e.stats.predictions) }],
   });
 
   // A huge flush timeout makes every batch exactly the 16 images of one group, as in the reference.

@@ -1,0 +1,73 @@
+/**
+ * The null backend: storages are sizes only, `run` does nothing, `read` returns zeros.
+ *
+ * The governor runs the real model and the real method step on it and reads its ledger, so an estimate is
+ * what the code allocates, by construction: there is no second model of the engine to keep in step. Every
+ * allocation, retain, release and recategorisation is counted exactly as the CPU backend counts it. Host
+ * code that branches on data sees zeros; methods expose a "plan" switch that takes the most expensive side
+ * of such branches (src/methods/registry.ts).
+ */
+import { type Category, Ledger } from "../memory/ledger.ts";
+import type { AllocOptions, Backend, HostArray, Storage } from "./backend.ts";
+import type { KernelArgs, KernelName } from "./kernels.ts";
+
+let nextStorageId = 1;
+
+export class NullBackend implements Backend {
+  readonly name = "null";
+  readonly ledger = new Ledger();
+  readonly floatPrecision = "f32";
+  readonly maxElements = 2 ** 31 - 1;
+
+  alloc(length: number, options: AllocOptions): Storage {
+    if (!Number.isInteger(length) || length < 0) throw new Error(`alloc(): invalid length ${length}`);
+    const s: Storage = {
+      id: nextStorageId++,
+      length,
+      dtype: options.dtype ?? "f32",
+      bytes: length * 4,
+      category: options.category,
+      refs: 1,
+    };
+    if (options.tag !== undefined) s.tag = options.tag;
+    this.ledger.allocated(s.bytes, s.category, s.tag);
+    return s;
+  }
+
+  retain(s: Storage): void {
+    if (s.refs <= 0) throw new Error(`retain(): storage ${s.id} was already freed`);
+    s.refs++;
+  }
+
+  release(s: Storage): void {
+    if (s.refs <= 0) throw new Error(`release(): storage ${s.id} was already freed`);
+    if (--s.refs === 0) this.ledger.freed(s.bytes, s.category, s.tag);
+  }
+
+  recategorize(s: Storage, category: Category, tag?: string): void {
+    this.ledger.freed(s.bytes, s.category, s.tag);
+    s.category = category;
+    s.tag = tag;
+    this.ledger.allocated(s.bytes, category, tag);
+  }
+
+  write(s: Storage, data: ArrayLike<number>, offset = 0): void {
+    if (s.refs <= 0) throw new Error(`write(): storage ${s.id} was already freed`);
+    if (offset + data.length > s.length) {
+      throw new Error(`write(): ${data.length} values at offset ${offset} overflow storage of ${s.length}`);
+    }
+  }
+
+  read(s: Storage): Promise<HostArray> {
+    if (s.refs <= 0) throw new Error(`read(): storage ${s.id} was already freed`);
+    return Promise.resolve(s.dtype === "u32" ? new Uint32Array(s.length) : new Float32Array(s.length));
+  }
+
+  run<K extends KernelName>(_kernel: K, _args: KernelArgs<K>): void {}
+
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  dispose(): void {}
+}
