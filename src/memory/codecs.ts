@@ -120,6 +120,11 @@ export function stepMaskFor(op: StepOp): StepMask | null {
   return policy.stepMask?.(op) ?? null;
 }
 
+/** The codec the active policy gives a save of `kind` by `op`. */
+export function codecFor(op: string, kind: "xhat" | "input" | "other"): CodecName {
+  return policy.codecFor(op, kind);
+}
+
 export function saveFloat(t: Tensor, op: string, kind: "xhat" | "input" | "other"): SavedTensor {
   return codecByName(policy.codecFor(op, kind)).encode(t);
 }

@@ -5,7 +5,7 @@
  * gradient in training mode (the batch-stat terms of dx); the per-channel variance is kept when x needs a
  * gradient. When only beta trains, dbeta = sum dy needs nothing saved at all.
  */
-import { type SavedTensor, saveFloat } from "../memory/codecs.ts";
+import { codecFor, type SavedTensor, saveFloat } from "../memory/codecs.ts";
 import { activeTag, needsGrad, record, type Saved } from "../autograd/tape.ts";
 import { shapeString, Tensor } from "../tensor.ts";
 import type { Backend, Storage } from "../backend/backend.ts";
@@ -15,6 +15,27 @@ export interface BatchNormParams {
   beta: Tensor;
   runningMean: Tensor;
   runningVar: Tensor;
+}
+
+/**
+ * How a BN output can be recomputed in backward: y = gamma[c] * xhat + beta[c] from the exact (fp32) x-hat
+ * the BN node keeps anyway. An activation right after the BN (relu6 in every MobileNet block) then needs no
+ * mask of its own (activation.ts): the saved x-hat is what TENT keeps, so the masks were duplicate memory.
+ */
+export interface AffineSource {
+  xhat: SavedTensor;
+  gamma: Tensor;
+  beta: Tensor;
+  n: number;
+  c: number;
+  hw: number;
+}
+
+const affineSources = new WeakMap<Tensor, AffineSource>();
+
+/** The recipe of a BN output that keeps its fp32 x-hat for backward, or null. */
+export function affineSource(y: Tensor): AffineSource | null {
+  return affineSources.get(y) ?? null;
 }
 
 export interface BatchNormOptions {
@@ -132,9 +153,11 @@ export function batchNorm2d(x: Tensor, params: BatchNormParams, options: BatchNo
   const saved: Saved[] = [];
   let savedXhat: SavedTensor | null = null;
   if (xhat) {
+    const exact = codecFor("batchNorm2d", "xhat") === "fp32";
     savedXhat = saveFloat(xhat, "batchNorm2d", "xhat");
     saved.push(savedXhat);
     xhat.dispose();
+    if (exact) affineSources.set(out, { xhat: savedXhat, gamma, beta, n, c, hw });
   }
   if (needX) saved.push(keepStorage(b, variance));
   else b.release(variance);

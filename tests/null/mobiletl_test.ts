@@ -128,9 +128,10 @@ Deno.test("mobiletl saves nothing for inner BNs: ledger bytes per V2 block match
   const full = await savedByBlock(b, tinyV2(b), "full", 2, 8);
   const mobile = await savedByBlock(b, tinyV2(b), "mobiletl", 2, 8);
   for (const block of ["features.1", "features.2"]) {
-    // full: expand input, x-hat 1, depthwise input, x-hat 2, projection input, x-hat 3.
-    equal(full[block], x + 4 * hid + x + masks + variances, `full ${block}`);
-    // mobiletl: the inner x-hats are gone.
+    // full: expand input, x-hat 1, depthwise input, x-hat 2, projection input, x-hat 3; the ReLU6s after
+    // x-hats 1 and 2 rebuild their inputs from them, so they keep no masks.
+    equal(full[block], x + 4 * hid + x + variances, `full ${block}`);
+    // mobiletl: the inner x-hats are gone, so the ReLU6s keep their 1-bit masks.
     equal(mobile[block], x + 2 * hid + x + masks + variances, `mobiletl ${block}`);
   }
 });
