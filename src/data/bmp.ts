@@ -10,7 +10,7 @@ import type { DecodedImage } from "./images.ts";
 const COMPRESSION: Record<number, string> = { 1: "RLE8", 2: "RLE4", 4: "JPEG", 5: "PNG" };
 
 /** Field masks for direct colour: R, G, B. */
-function masks(b: DataView, header: number, bpp: number, compression: number): number[] {
+function masks(b: DataView, bpp: number, compression: number): number[] {
   if (compression === 3 || compression === 6) {
     // BITFIELDS: the masks follow a 40-byte header, or sit inside a V2+ header at the same place.
     if (b.byteLength < 14 + 40 + 12) throw corrupt("truncated BMP: bit-field masks missing");
@@ -86,7 +86,7 @@ export function decodeBmpBytes(bytes: Uint8Array): DecodedImage {
   }
 
   const pixels = new Uint8Array(plane * 3);
-  const fields = masks(b, header, bpp, compression).map(field);
+  const fields = masks(b, bpp, compression).map(field);
   const bytesPer = bpp >> 3;
   for (let y = 0; y < height; y++) {
     const row = rowStart(y);
