@@ -4,12 +4,15 @@
  * is decoded, then decode with a decoder that works in memory bounded by the declared size.
  *
  *   decodeImageChecked(bytes, { maxPixels, name, expectSize }) -> { channels, height, width, pixels }
+ *   decodeForModel(bytes, { preprocess, input: [C, H, W] }, { name }) -> the same, resized/cropped as the
+ *     CLI's readers do (the service's entry point)
  *
  * Every failure is an ImageDecodeError: `kind` ("unsupported" | "corrupt" | "too-large" | "size-mismatch")
  * and a one-line message.
  */
 import { ImageDecodeError } from "./decode_error.ts";
 import { decodeBmpBytes } from "./bmp.ts";
+import { applyGeometry, type SizeSpec } from "./geometry.ts";
 import { type ImageProbe, probeImage } from "./image_probe.ts";
 import type { DecodedImage } from "./images.ts";
 import { decodeJpegBytes } from "./jpeg.ts";
@@ -87,4 +90,32 @@ export function decodeImageChecked(bytes: Uint8Array, options: DecodeOptions = {
     if (e instanceof ImageDecodeError) throw e.named(options.name);
     throw new ImageDecodeError("corrupt", `cannot decode (${(e as Error).message})`, options.name);
   }
+}
+
+/** What the model needs, for decodeForModel: read-time steps and the input the float steps must reach. */
+export interface ModelInputSpec {
+  /** resize, centerCrop, maxPixels, pad, size: the keys of PreprocessOptions that decide the decoded size. */
+  preprocess: { resize?: SizeSpec; centerCrop?: SizeSpec; maxPixels?: number; pad?: number; size?: unknown };
+  /** [C, H, W] of the model input, when known. */
+  input?: [number, number, number];
+}
+
+/**
+ * One request's or spool file's image, ready for preprocessBatch: decoded under the pixel cap and, when
+ * nothing resizes (no resize, center crop or size), refused from its header unless it is exactly the model's
+ * H x W less the padding; then resized and cropped as the CLI does when it reads a folder.
+ */
+export function decodeForModel(
+  bytes: Uint8Array,
+  spec: ModelInputSpec,
+  options: { name?: string } = {},
+): DecodedImage {
+  const pre = spec.preprocess;
+  const pad = pre.pad ?? 0;
+  const resizes = pre.resize !== undefined || pre.centerCrop !== undefined || pre.size !== undefined;
+  const expectSize: [number, number] | undefined = spec.input && !resizes
+    ? [spec.input[1] - 2 * pad, spec.input[2] - 2 * pad]
+    : undefined;
+  const img = decodeImageChecked(bytes, { maxPixels: pre.maxPixels, name: options.name, expectSize });
+  return applyGeometry(img, { resize: pre.resize, centerCrop: pre.centerCrop });
 }

@@ -207,10 +207,16 @@ function parseHeader(bytes: Uint8Array, name: string, magic: number, what: strin
 }
 
 /** Parses (already gunzipped) IDX image bytes into a one-channel ImageSet. */
-export function parseIdxImages(bytes: Uint8Array, name = "<bytes>"): ImageSet {
+export function parseIdxImages(
+  bytes: Uint8Array,
+  name = "<bytes>",
+  options: { owned?: boolean } = {},
+): ImageSet {
   const [n, height, width] = parseHeader(bytes, name, IDX_IMAGES_MAGIC, "images");
-  // Copy: the caller's buffer may be a view into a larger one we must not keep alive or alias.
-  const pixels = bytes.slice(16, 16 + n * height * width);
+  // Copy unless the caller hands the buffer over: it may be a view into a larger one we must not keep alive
+  // or alias. readIdxImages owns its buffer, so a large file is not held twice.
+  const end = 16 + n * height * width;
+  const pixels = options.owned ? bytes.subarray(16, end) : bytes.slice(16, end);
   return { n, channels: 1, height, width, pixels };
 }
 
@@ -221,7 +227,7 @@ export function parseIdxLabels(bytes: Uint8Array, name = "<bytes>"): Int32Array 
 }
 
 export async function readIdxImages(path: string): Promise<ImageSet> {
-  return parseIdxImages(await readMaybeGzip(path), path);
+  return parseIdxImages(await readMaybeGzip(path), path, { owned: true });
 }
 
 export async function readIdxLabels(path: string): Promise<Int32Array> {

@@ -4,7 +4,7 @@
  * decoded bomb would add gigabytes.
  */
 import { equal, match, ok, rejects, throws } from "node:assert/strict";
-import { decodeImageChecked } from "../../src/data/decode.ts";
+import { decodeForModel, decodeImageChecked } from "../../src/data/decode.ts";
 import { ImageDecodeError } from "../../src/data/decode_error.ts";
 import { readImageFolder } from "../../src/data/folder.ts";
 import { gzip, readIdxImages } from "../../src/data/idx.ts";
@@ -226,4 +226,17 @@ Deno.test("readLabels() and folder labels say a zero-byte labels file is empty (
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("decodeForModel() checks the model's size on the header unless something resizes, then resizes as the CLI does", async () => {
+  const png = await Deno.readFile(`${GOLDENS}src_rgb_67x53.png`); // 53x67
+  throws(() => decodeForModel(png, { preprocess: { pad: 2 }, input: [3, 32, 32] }, { name: "r.png" }), {
+    message: 'Cannot read image "r.png": image is 53x67 (HxW) but 28x28 is needed',
+  });
+  const img = decodeForModel(png, { preprocess: { resize: 32, centerCrop: 28 }, input: [3, 28, 28] });
+  equal(`${img.channels}x${img.height}x${img.width}`, "3x28x28");
+  throws(() => decodeForModel(png, { preprocess: { maxPixels: 1000 } }), (e: unknown) => {
+    equal((e as ImageDecodeError).kind, "too-large");
+    return true;
+  });
 });
