@@ -114,6 +114,16 @@ export function decodePngBytes(bytes: Uint8Array): DecodedImage {
   }
 
   const { width, height, depth } = h;
+  // Deflate expands at most ~1032:1, so IDAT bytes bound the image they can hold: a tiny file declaring a
+  // large image is refused before its output is allocated.
+  const passesRaw = (h.interlace ? ADAM7 : [[0, 0, 1, 1]]).reduce((sum, [x0, y0, dx, dy]) => {
+    const pw = Math.ceil((width - x0) / dx), ph = Math.ceil((height - y0) / dy);
+    return pw > 0 && ph > 0 ? sum + ph * (1 + Math.ceil((pw * kind.samples * depth) / 8)) : sum;
+  }, 0);
+  const compressed = idat.reduce((sum, part) => sum + part.length, 0);
+  if (compressed * 1032 + 64 < passesRaw) {
+    throw corrupt(`truncated PNG: ${compressed} bytes of image data cannot hold ${width}x${height} pixels`);
+  }
   const channels = h.colorType === 0 || h.colorType === 4 ? 1 : 3;
   const plane = width * height;
   const out = new Uint8Array(plane * channels);

@@ -240,3 +240,10 @@ Deno.test("decodeForModel() checks the model's size on the header unless somethi
     return true;
   });
 });
+
+Deno.test("decodeImageChecked() refuses a tiny PNG declaring 8000x8000 before allocating its pixels (issue 14 item 1)", async () => {
+  const bytes = png(8000, 8000, await deflate(new Uint8Array(100)));
+  const { error, grewMiB } = await refusal(() => decodeImageChecked(bytes));
+  match(error.message, /^truncated PNG: \d+ bytes of image data cannot hold 8000x8000 pixels$/);
+  ok(grewMiB < 32, `RSS grew ${grewMiB} MiB`);
+});
