@@ -5,12 +5,14 @@
 import type { Backend } from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
 import { type ImageSet, loadImages } from "../data/images.ts";
+import { checkLabelRange, classNamesFor } from "../data/labels.ts";
 import {
   loadPreprocessSidecar,
   mergePreprocess,
   outputShape,
   parsePreprocessArgs,
   type PreprocessOptions,
+  preprocessWarnings,
 } from "../data/preprocess.ts";
 import { loadModel } from "../onnx/model.ts";
 import type { OnnxModel } from "../onnx/model.ts";
@@ -27,6 +29,10 @@ export const PREPROCESS_FLAGS = {
   pad: { type: "string" as const },
   size: { type: "string" as const },
   channels: { type: "string" as const },
+  resize: { type: "string" as const },
+  "center-crop": { type: "string" as const },
+  "max-pixels": { type: "string" as const },
+  classes: { type: "string" as const },
 };
 
 /** WebGPU when an adapter exists (auto), else the CPU backend; `webgpu` insists and fails clearly. */
@@ -97,6 +103,9 @@ export async function preprocessFor(
     pad: flags.pad as string | undefined,
     size: flags.size as string | undefined,
     channels: flags.channels as string | undefined,
+    resize: flags.resize as string | undefined,
+    centerCrop: flags["center-crop"] as string | undefined,
+    maxPixels: flags["max-pixels"] as string | undefined,
   });
   return mergePreprocess(await loadPreprocessSidecar(modelPath), cli);
 }
@@ -123,17 +132,23 @@ export function fitPreprocess(
         `${shape.channels}x${shape.height}x${shape.width}, but model "${model.path}" expects ${
           want.join("x")
         } ` +
-        `(use --pad, --size, --channels or a sidecar ${model.path.replace(/\.onnx$/i, "")}.json)`,
+        `(use --resize, --center-crop, --pad, --size, --channels or a sidecar ${
+          model.path.replace(/\.onnx$/i, "")
+        }.json)`,
     );
   }
   return out;
 }
 
-/** Loads each --images path with the matching --labels (if any); counts must agree. */
+/**
+ * Loads each --images path with the matching --labels (if any); counts must agree. `options.preprocess`
+ * brings its read-time steps (resize, center crop, pixel cap); `options.classes` maps class-name labels.
+ */
 export async function openStreams(
   images: string[] | undefined,
   labels: string[] | undefined,
   onSkip?: (file: string, reason: string) => void,
+  options: { preprocess?: PreprocessOptions; classes?: string[] } = {},
 ): Promise<{ name: string; set: ImageSet }[]> {
   if (!images?.length) {
     throw new UsageError("--images is required (an IDX file or a folder of PNG/JPEG files)");
@@ -149,6 +164,9 @@ export async function openStreams(
       labels: labels?.[i],
       skipUnreadable: true,
       onSkip: (e) => onSkip?.(path, e.message),
+      geometry: { resize: options.preprocess?.resize, centerCrop: options.preprocess?.centerCrop },
+      maxPixels: options.preprocess?.maxPixels,
+      classes: options.classes,
     });
     if (labels?.[i] && set.labels && set.labels.length !== set.n) {
       throw new Error(
@@ -173,6 +191,14 @@ export interface Job {
   backend: Backend;
   model: LoadedModel;
   preprocess: PreprocessOptions;
+  /** Class names (--classes, the model's sidecar), when known. */
+  classes?: string[];
+}
+
+/** The number of classes the model's output declares ([N, C] or [C]), or null. */
+export function modelClasses(model: LoadedModel): number | null {
+  const c = model.onnx.graph.outputs[0]?.shape?.at(-1);
+  return typeof c === "number" && c > 0 ? c : null;
 }
 
 /**
@@ -194,15 +220,22 @@ export async function openJob(
   } = {},
 ): Promise<Job> {
   const skipped: SkippedFile[] = [];
+  if (!flags.model) throw new UsageError("--model is required (an ONNX file)");
+  const base = await preprocessFor(flags.model, flags);
+  const classes = await classNamesFor(flags.model, flags.classes as string | undefined);
   const streams = await openStreams(flags.images, flags.labels, (images, reason) => {
     skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
     console.error(`edgetrain ${command}: skipped: ${reason}`);
-  });
+  }, { preprocess: base, classes });
   const opened = await openBackend(flags.backend, options.log ?? true);
   const backend = options.decorate ? options.decorate(opened) : opened;
   const model = await openModel(backend, flags.model);
-  const base = await preprocessFor(model.path, flags);
   const preprocess = fitPreprocess(streams[0].set, base, model, streams[0].name);
   for (const s of streams.slice(1)) fitPreprocess(s.set, base, model, s.name);
-  return { streams, skipped, backend, model, preprocess };
+  const outputs = modelClasses(model);
+  if (outputs) { for (const s of streams) checkLabelRange(s.set, outputs, `model "${model.path}"`); }
+  for (const w of preprocessWarnings(preprocess, model.inputShape?.[0])) {
+    console.error(`edgetrain ${command}: warning: ${w}`);
+  }
+  return { streams, skipped, backend, model, preprocess, classes };
 }

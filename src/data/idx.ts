@@ -33,31 +33,140 @@ async function pipeBytes(
   return new Uint8Array(await new Response(out).arrayBuffer());
 }
 
-/** Gunzips `bytes` (naming `name` in the error when the stream is corrupt or cut short). */
-export async function gunzip(bytes: Uint8Array, name = "<bytes>"): Promise<Uint8Array> {
+/** Decompressed bytes allowed by default: 2 GiB (60,000 MNIST digits are 47 MB). */
+export const DEFAULT_MAX_IDX_BYTES = 2 ** 31;
+/** Deflate cannot expand data by more than ~1032:1; a header declaring more than that is a lie. */
+const MAX_DEFLATE_RATIO = 1032;
+/** Compressed bytes fed per step: at most ~8 MiB come out of one step, whatever the stream holds. */
+const FEED = 8 << 10;
+
+/**
+ * The total size an IDX file declares in its first bytes: a number once the header is complete, null while
+ * more bytes are needed, undefined when the bytes are not an IDX header (e.g. a gzipped text labels file).
+ */
+export function idxDeclaredSize(head: Uint8Array): number | null | undefined {
+  if (head.length < 4) return null;
+  if (head[0] !== 0 || head[1] !== 0) return undefined;
+  const ndim = head[3], header = 4 + 4 * ndim;
+  if (head.length < header) return null;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  let size = 1;
+  for (let i = 0; i < ndim; i++) size *= view.getUint32(4 + 4 * i, false);
+  return header + size;
+}
+
+export interface GunzipOptions {
+  /** Refuse to inflate past this many bytes (default DEFAULT_MAX_IDX_BYTES). */
+  maxBytes?: number;
+  /** The size the stream declares in its first bytes (see idxDeclaredSize); output stops there. */
+  declaredSize?: (head: Uint8Array) => number | null | undefined;
+}
+
+/**
+ * Gunzips `bytes` in bounded memory: compressed input goes in small slices, a declared size (when the content
+ * has one) is checked against the cap and against what the compressed size could possibly hold before any
+ * large allocation, and inflation stops as soon as the output passes the declared or allowed size. `name`
+ * is named in errors.
+ */
+export async function gunzip(
+  bytes: Uint8Array,
+  name = "<bytes>",
+  options: GunzipOptions = {},
+): Promise<Uint8Array> {
+  const cap = options.maxBytes ?? DEFAULT_MAX_IDX_BYTES;
+  const fail = (why: string) => new Error(`Cannot read IDX file "${name}": ${why}`);
+  let offset = 0;
+  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull(ctrl) {
+      if (offset >= bytes.length) return ctrl.close();
+      ctrl.enqueue(bytes.slice(offset, offset + FEED));
+      offset += FEED;
+    },
+  });
+  const reader = source.pipeThrough(new DecompressionStream("gzip")).getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0, declared: number | null | undefined = null, out: Uint8Array | null = null;
   try {
-    return await pipeBytes(bytes, new DecompressionStream("gzip"));
-  } catch (e) {
-    throw new Error(
-      `Cannot read IDX file "${name}": gzip data is corrupt or truncated (${(e as Error).message})`,
-    );
+    while (true) {
+      let step: ReadableStreamReadResult<Uint8Array>;
+      try {
+        step = await reader.read();
+      } catch (e) {
+        throw fail(`gzip data is corrupt or truncated (${(e as Error).message})`);
+      }
+      if (step.done) break;
+      const chunk = step.value;
+      if (out) {
+        if (total + chunk.length > out.length) {
+          throw fail(
+            `gzip data inflates past the ${out.length} bytes its IDX header declares (trailing data)`,
+          );
+        }
+        out.set(chunk, total);
+        total += chunk.length;
+        continue;
+      }
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total > cap) throw fail(`gzip data inflates past the limit of ${cap} bytes`);
+      if (declared === null && options.declaredSize) {
+        const head = chunks.length === 1 ? chunk : concat(chunks, total);
+        declared = options.declaredSize(head);
+        if (typeof declared === "number") {
+          if (declared > cap) throw fail(`header declares ${declared} bytes, over the limit of ${cap} bytes`);
+          if (declared > bytes.length * MAX_DEFLATE_RATIO + 1024) {
+            throw fail(
+              `header declares ${declared} bytes, more than ${bytes.length} gzip bytes can hold (truncated or corrupt)`,
+            );
+          }
+          if (total > declared) {
+            throw fail(
+              `gzip data inflates past the ${declared} bytes its IDX header declares (trailing data)`,
+            );
+          }
+          out = new Uint8Array(declared);
+          out.set(head.subarray(0, total));
+          chunks.length = 0;
+        }
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
   }
+  // A short stream keeps its real length: the IDX parser reports it as truncated against the header.
+  return out ? out.subarray(0, total) : concat(chunks, total);
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 export function gzip(bytes: Uint8Array): Promise<Uint8Array> {
   return pipeBytes(bytes, new CompressionStream("gzip"));
 }
 
-/** Reads a file and gunzips it when it carries the gzip header. */
-export async function readMaybeGzip(path: string): Promise<Uint8Array> {
+/**
+ * Reads a file and gunzips it when it carries the gzip header, in bounded memory (see gunzip); an IDX file's
+ * declared size bounds the output.
+ */
+export async function readMaybeGzip(path: string, options: GunzipOptions = {}): Promise<Uint8Array> {
+  const cap = options.maxBytes ?? DEFAULT_MAX_IDX_BYTES;
   let bytes: Uint8Array;
   try {
+    const size = (await Deno.stat(path)).size;
+    if (size > cap) throw new Error(`${size} bytes is over the limit of ${cap} bytes`);
     bytes = await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new Error(`Cannot read IDX file "${path}": no such file`);
     throw new Error(`Cannot read IDX file "${path}": ${(e as Error).message}`);
   }
-  return isGzip(bytes) ? await gunzip(bytes, path) : bytes;
+  return isGzip(bytes) ? await gunzip(bytes, path, { declaredSize: idxDeclaredSize, ...options }) : bytes;
 }
 
 /** Parses the header of an IDX buffer that must have `magic`; returns its dimensions and where data starts. */
@@ -98,10 +207,16 @@ function parseHeader(bytes: Uint8Array, name: string, magic: number, what: strin
 }
 
 /** Parses (already gunzipped) IDX image bytes into a one-channel ImageSet. */
-export function parseIdxImages(bytes: Uint8Array, name = "<bytes>"): ImageSet {
+export function parseIdxImages(
+  bytes: Uint8Array,
+  name = "<bytes>",
+  options: { owned?: boolean } = {},
+): ImageSet {
   const [n, height, width] = parseHeader(bytes, name, IDX_IMAGES_MAGIC, "images");
-  // Copy: the caller's buffer may be a view into a larger one we must not keep alive or alias.
-  const pixels = bytes.slice(16, 16 + n * height * width);
+  // Copy unless the caller hands the buffer over: it may be a view into a larger one we must not keep alive
+  // or alias. readIdxImages owns its buffer, so a large file is not held twice.
+  const end = 16 + n * height * width;
+  const pixels = options.owned ? bytes.subarray(16, end) : bytes.slice(16, end);
   return { n, channels: 1, height, width, pixels };
 }
 
@@ -112,7 +227,7 @@ export function parseIdxLabels(bytes: Uint8Array, name = "<bytes>"): Int32Array 
 }
 
 export async function readIdxImages(path: string): Promise<ImageSet> {
-  return parseIdxImages(await readMaybeGzip(path), path);
+  return parseIdxImages(await readMaybeGzip(path), path, { owned: true });
 }
 
 export async function readIdxLabels(path: string): Promise<Int32Array> {

@@ -8,7 +8,10 @@
  *      (PyTorch `F.interpolate(mode="bilinear", align_corners=False)`; a number means a square size);
  *   4. convert channels: 1 -> N replicates the gray plane, 3 -> 1 takes BT.601 luma;
  *   5. (x - mean[c]) / std[c], a single value applying to every channel.
+ * `resize`, `centerCrop` (torchvision's Resize/CenterCrop on uint8 images, geometry.ts) and `maxPixels` (the
+ * decode cap) act when images are read, before all of this; the functions here take sets they already shaped.
  */
+import type { SizeSpec } from "./geometry.ts";
 import { imageName, type ImageSet } from "./images.ts";
 
 export interface PreprocessOptions {
@@ -17,6 +20,12 @@ export interface PreprocessOptions {
   pad?: number;
   size?: [number, number] | number;
   channels?: number;
+  /** Applied when images are read: torchvision Resize (shorter side, or [H, W]). */
+  resize?: SizeSpec;
+  /** Applied when images are read, after resize: torchvision CenterCrop. */
+  centerCrop?: SizeSpec;
+  /** Pixel cap per image file, checked on its header before decoding. */
+  maxPixels?: number;
 }
 
 /** The C x H x W one image becomes. */
@@ -208,6 +217,19 @@ export interface PreprocessArgs {
   pad?: string;
   size?: string;
   channels?: string;
+  resize?: string;
+  centerCrop?: string;
+  maxPixels?: string;
+}
+
+/** "224" (one number) or "224x160" / "224,160" (height x width), each a positive integer. */
+function parseSizeSpec(flag: string, text: string): SizeSpec {
+  const parts = text.split(/[,x]/i);
+  const nums = parts.map((s) => parseInt_(flag, s));
+  if (parts.length > 2 || nums.some((v) => v < 1)) {
+    throw new Error(`--${flag} "${text}" is not N or HxW with positive integers`);
+  }
+  return nums.length === 1 ? nums[0] : [nums[0], nums[1]];
 }
 
 /** Parses `--mean`, `--std`, `--pad`, `--size` ("32", "32,32" or "32x32" as height x width), `--channels`. */
@@ -222,6 +244,12 @@ export function parsePreprocessArgs(args: PreprocessArgs): PreprocessOptions {
     if (parts.length > 2) throw new Error(`--size "${args.size}" is not N, H,W or HxW`);
     const [h, w] = parts.map((s) => parseInt_("size", s));
     out.size = w === undefined ? h : [h, w];
+  }
+  if (args.resize !== undefined) out.resize = parseSizeSpec("resize", args.resize);
+  if (args.centerCrop !== undefined) out.centerCrop = parseSizeSpec("center-crop", args.centerCrop);
+  if (args.maxPixels !== undefined) {
+    out.maxPixels = parseInt_("max-pixels", args.maxPixels);
+    if (out.maxPixels < 1) throw new Error(`--max-pixels "${args.maxPixels}" is not a positive integer`);
   }
   return out;
 }
@@ -256,6 +284,20 @@ export function preprocessFromJson(obj: unknown, file: string): PreprocessOption
   if (std) out.std = std;
   if (pad !== undefined) out.pad = pad;
   if (channels !== undefined) out.channels = channels;
+  for (const [key, name] of [["resize", "resize"], ["center_crop", "centerCrop"]] as const) {
+    const v = o[key];
+    if (v === undefined) continue;
+    const ok = (n: unknown) => Number.isInteger(n) && (n as number) >= 1;
+    if (ok(v)) out[name] = v as number;
+    else if (Array.isArray(v) && v.length === 2 && v.every(ok)) out[name] = [v[0], v[1]];
+    else {
+      throw new Error(
+        `Preprocessing file "${file}": "${key}" must be a positive integer or [height, width], got ${
+          JSON.stringify(v)
+        }`,
+      );
+    }
+  }
   if (o.size !== undefined) {
     const s = o.size;
     if (Number.isInteger(s)) out.size = s as number;
@@ -291,6 +333,30 @@ export async function loadPreprocessSidecar(modelPath: string): Promise<Preproce
     throw new Error(`Preprocessing file "${file}" is not valid JSON: ${(e as Error).message}`);
   }
   return preprocessFromJson(obj, file);
+}
+
+/**
+ * Warnings worth a line on stderr before a run: a 3-channel model with no mean/std (torchvision models expect
+ * ImageNet's), or mean/std that look like 0..255 values although pixels are scaled to [0, 1] first.
+ */
+export function preprocessWarnings(pre: PreprocessOptions, modelChannels: number | undefined): string[] {
+  const out: string[] = [];
+  if (modelChannels === 3 && (pre.mean === undefined || pre.std === undefined)) {
+    out.push(
+      `no --${pre.mean === undefined ? "mean" : "std"} for a 3-channel model: torchvision models expect ` +
+        `--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (or put them in the model's sidecar .json)`,
+    );
+  }
+  for (const key of ["mean", "std"] as const) {
+    const v = pre[key];
+    if (v && v.some((x) => Math.abs(x) > 1)) {
+      out.push(
+        `--${key} ${v.join(",")} looks like 0-255 values, but pixels are scaled to [0, 1] before ` +
+          `normalising: divide by 255 (e.g. ${v.map((x) => +(x / 255).toFixed(3)).join(",")})`,
+      );
+    }
+  }
+  return out;
 }
 
 /** Keys of `over` (e.g. CLI flags) replace those of `base` (e.g. the sidecar). */

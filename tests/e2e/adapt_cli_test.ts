@@ -38,7 +38,7 @@ Deno.test("edgetrain adapt --json reports online error per domain, the ledger's 
   ok(out.ms_per_batch > 0);
 });
 
-Deno.test("edgetrain adapt skips unreadable and wrong-size files of a folder by name and goes on", async () => {
+Deno.test("edgetrain adapt skips unreadable files of a folder by name and goes on; a wrong-size file stops it with the fix", async () => {
   const dir = await Deno.makeTempDir();
   const clean = await loadImages("fixtures/streams/mnist_c/clean-images-idx3-ubyte.gz");
   for (let i = 0; i < 6; i++) {
@@ -49,10 +49,6 @@ Deno.test("edgetrain adapt skips unreadable and wrong-size files of a folder by 
     );
   }
   await Deno.writeFile(`${dir}/digit_6_broken.png`, new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
-  await Deno.writeFile(
-    `${dir}/digit_7_small.png`,
-    encodePng({ width: 20, height: 20, data: new Uint8Array(400), channels: 1, depth: 8 }),
-  );
   const r = await runCli([
     "adapt",
     "--model",
@@ -70,15 +66,17 @@ Deno.test("edgetrain adapt skips unreadable and wrong-size files of a folder by 
   equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   equal(out.n, 6, "the six readable digits were adapted on");
-  equal(out.skipped, 2);
-  deepEqual(out.skipped_inputs.map((s: { name: string }) => s.name.split("/").pop()).sort(), [
-    "digit_6_broken.png",
-    "digit_7_small.png",
-  ]);
-  ok(
-    r.stderr.includes("digit_6_broken.png") && r.stderr.includes("digit_7_small.png"),
-    "each skip is reported on stderr",
+  equal(out.skipped, 1);
+  deepEqual(out.skipped_inputs.map((s: { name: string }) => s.name.split("/").pop()), ["digit_6_broken.png"]);
+  ok(r.stderr.includes("digit_6_broken.png"), "the skip is reported on stderr");
+  // Images of another size are not skipped silently: the run stops and names the flags that fix it.
+  await Deno.writeFile(
+    `${dir}/digit_7_small.png`,
+    encodePng({ width: 20, height: 20, data: new Uint8Array(400), channels: 1, depth: 8 }),
   );
+  const mixed = await runCli(["adapt", "--model", MODEL, "--images", dir, "--backend", "cpu", "--json"]);
+  equal(mixed.code, 1);
+  ok(/"digit_7_small.png" is 20x20 .*give --resize N --center-crop M/.test(mixed.stderr), mixed.stderr);
   await Deno.remove(dir, { recursive: true });
 });
 

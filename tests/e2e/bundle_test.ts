@@ -99,6 +99,30 @@ Deno.test("bundle: dist/edgetrain.js runs demo, predict and serve from an empty 
   equal(p.n, 8);
   ok(p.error >= 0 && p.error <= 1, pred.stdout);
 
+  // JPEG and WebP: their WebAssembly decoders are inside the file too.
+  await Deno.mkdir(`${work}/photos`);
+  for (const f of ["jpeg_rgb_420.jpg", "webp_lossy.webp"]) {
+    await Deno.copyFile(`${ROOT}fixtures/data/goldens/${f}`, `${work}/photos/${f}`);
+  }
+  const photos = await run(
+    [
+      ...deno,
+      "predict",
+      "--model",
+      "model.onnx",
+      "--images",
+      "photos",
+      "--resize",
+      "28",
+      "--center-crop",
+      "28",
+    ]
+      .concat(["--backend", "cpu", "--json"]),
+    { cwd: work, env },
+  );
+  equal(photos.code, 0, photos.stderr);
+  equal(JSON.parse(photos.stdout).n, 2);
+
   // serve: a round trip under the unit's narrow permissions.
   const served = await startServe(
     [

@@ -1,12 +1,7 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import {
-  decodeImage,
-  type ImageSet,
-  loadImages,
-  parseLabelsText,
-  readImageFolder,
-  subset,
-} from "../../src/data/images.ts";
+import { decodeImage, type ImageSet, loadImages, subset } from "../../src/data/images.ts";
+import { readImageFolder } from "../../src/data/folder.ts";
+import { parseLabelsText } from "../../src/data/labels.ts";
 import { loadMnist, mnistSplit, splitSet } from "../../src/data/mnist.ts";
 
 // Made by fixtures/data/make_images.ts: 4x3 images, see the values there.
@@ -30,7 +25,7 @@ Deno.test("readImageFolder() decodes PNG/JPEG in name order, reports the broken 
   deepEqual(img(2, 0), ramp, "16-bit gray scaled to 8 bits");
   // Quality-100 JPEG of a flat colour: within 3 levels (chroma rounding in YCbCr).
   [60, 120, 180].forEach((want, c) =>
-    ok(img(3, c).every((v) => Math.abs(v - want) <= 3), `jpeg channel ${c}: ${img(3, c)}`)
+    ok(img(3, c).every((v: number) => Math.abs(v - want) <= 3), `jpeg channel ${c}: ${img(3, c)}`)
   );
 });
 
@@ -82,20 +77,41 @@ Deno.test("readImageFolder() takes one label per line in sorted order and reject
 
 Deno.test("parseLabelsText() accepts name,label with a header, tabs, or a plain list, and rejects the rest", () => {
   deepEqual(parseLabelsText("name,label\na.png,1\nb.png, 2\r\nc.png\t3\n", "l"), {
-    byName: new Map([["a.png", 1], ["b.png", 2], ["c.png", 3]]),
+    byName: new Map([["a.png", { label: 1, line: 2 }], ["b.png", { label: 2, line: 3 }], [
+      "c.png",
+      { label: 3, line: 4 },
+    ]]),
   });
-  deepEqual(parseLabelsText("1\n-1\n 2 \n", "l"), { list: [1, -1, 2] });
-  throws(() => parseLabelsText("a.png,1\nb.png,cat\n", "l"), {
-    message: 'Labels file "l": line "b.png,cat" is not "name,label" with an integer label',
+  deepEqual(parseLabelsText("1\n# x\n 2 \n", "l"), { list: [{ label: 1, line: 1 }, { label: 2, line: 3 }] });
+  throws(() => parseLabelsText("a.png,1\nb.png\n", "l"), {
+    message: 'Labels file "l" line 2: "b.png" is not "name,label"',
   });
-  throws(() => parseLabelsText("1\n2.5\n", "l"), {
-    message: 'Labels file "l": line 2 "2.5" is not an integer label',
+  throws(() => parseLabelsText("1\n-1\n", "l"), { message: 'Labels file "l" line 2: label -1 is negative' });
+});
+
+Deno.test("parseLabelsText() maps class-name labels through the class list, else sorted names", () => {
+  deepEqual(parseLabelsText("file,class\na.png,dog\nb.png,cat\nc.png,dog\n", "l"), {
+    byName: new Map([["a.png", { label: 1, line: 2 }], ["b.png", { label: 0, line: 3 }], [
+      "c.png",
+      { label: 1, line: 4 },
+    ]]),
+    classes: ["cat", "dog"],
+  });
+  deepEqual(
+    parseLabelsText("dog\ncat\n", "l", { classes: ["zebra", "dog", "cat"] }),
+    { list: [{ label: 1, line: 1 }, { label: 2, line: 2 }] },
+  );
+  throws(() => parseLabelsText("dog\n\nemu\n", "l", { classes: ["cat", "dog"] }), {
+    message: 'Labels file "l" line 3: class "emu" is not one of the 2 class names (cat, dog)',
   });
 });
 
-Deno.test("decodeImage() rejects bytes that are neither PNG nor JPEG", () => {
+Deno.test("decodeImage() rejects bytes of an unknown format with a one-line reason", () => {
   throws(() => decodeImage(new Uint8Array([1, 2, 3, 4])), {
-    message: "not a PNG or JPEG file (unknown signature)",
+    message: "unknown format: not a PNG, JPEG, WebP or BMP file (by its first bytes)",
+  });
+  throws(() => decodeImage(new TextEncoder().encode("GIF89a....")), {
+    message: "GIF is not a supported format (PNG, JPEG, WebP or BMP)",
   });
 });
 
