@@ -16,6 +16,8 @@ import { RuntimeGuard } from "../governor/guard.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
 import { progressObserver } from "./progress.ts";
+import { predictionsObserver, predictionsWriter } from "./predict.ts";
+import { predictionsFormat } from "../data/predictions_out.ts";
 
 export const HELP =
   `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
@@ -36,6 +38,8 @@ ${methodHelp("adapt", "                              ")}
   --save-state FILE         write the adapted state (model, optimizer, method counters; the checkpoint
                             format of \`serve\`, checksummed, written atomically)
   --load-state FILE         continue from a saved state of the same model and method
+  --out P.jsonl|P.csv       one row per image: its online prediction (top-k classes with probabilities)
+  --top-k K --logits --classes FILE   as for predict
   --json                    print one JSON object on stdout`;
 
 export default async function adapt(args: string[]): Promise<number> {
@@ -56,6 +60,9 @@ export default async function adapt(args: string[]): Promise<number> {
     export: { type: "string" },
     "save-state": { type: "string" },
     "load-state": { type: "string" },
+    out: { type: "string" },
+    "top-k": { type: "string", default: "5" },
+    logits: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
     ...BACKEND_FLAG,
@@ -75,6 +82,8 @@ export default async function adapt(args: string[]): Promise<number> {
     ? "reset-each-domain"
     : "continual";
   const lr = parseNumber("lr", flags.lr, { min: 0 });
+  const topK = parseNumber("top-k", flags["top-k"], { integer: true, min: 1 })!;
+  if (flags.out !== undefined) predictionsFormat(flags.out); // a typo fails before any work
   const job = await openJob("adapt", flags, { decorate: (b) => new GuardedBackend(b) });
   const { streams, skipped, model, preprocess: pre } = job;
   const backend = job.backend as GuardedBackend;
@@ -122,16 +131,23 @@ export default async function adapt(args: string[]): Promise<number> {
       (await gov.estimator.estimate({ method: gov.method, batch: b, store: s, guard: true })).peak_bytes,
   });
   const total = streams.reduce((n, s) => n + s.set.n, 0);
+  const writer = flags.out === undefined
+    ? null
+    : predictionsWriter(flags.out, { topK, logits: flags.logits! }, job);
   const report = await withStore(store, () =>
     runAdaptation(backend, m, streams, {
       batch,
       protocol,
       preprocess: pre,
       collapseGuard: !flags["no-collapse-guard"],
-      observers: [progressObserver(m.name, total)],
+      observers: [
+        progressObserver(m.name, total),
+        ...(writer ? [predictionsObserver(writer, streams)] : []),
+      ],
       guard,
     }));
   guard.dispose();
+  writer?.close();
   if (flags["save-state"]) {
     const bytes = await encodeCheckpoint({
       model_sha256: modelSha,
@@ -154,6 +170,7 @@ export default async function adapt(args: string[]): Promise<number> {
     ...report,
     skipped: report.skipped + skipped.length,
     skipped_inputs: [...skipped, ...report.skipped_inputs],
+    ...(writer ? { out: writer.path, rows: writer.rows } : {}),
     store,
     predicted_peak_bytes: gov.predicted_peak_bytes,
     ...(gov.plan

@@ -4,7 +4,7 @@
  * --out, one row per image written as it is produced (src/data/predictions_out.ts).
  */
 import { parseFlags, parseNumber } from "./args.ts";
-import { BACKEND_FLAG, modelClasses, openJob, PREPROCESS_FLAGS } from "./common.ts";
+import { BACKEND_FLAG, type Job, modelClasses, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { SourceOnly } from "../methods/bn_adapt.ts";
 import { type Domain, runAdaptation, type RunObserver } from "../methods/run.ts";
 import { progressObserver } from "./progress.ts";
@@ -27,34 +27,35 @@ export const HELP = `edgetrain predict --model M.onnx --images I [--images I2 ..
   --json                      print one JSON object on stdout`;
 
 /**
- * A run observer that writes every chunk's rows to `writer` (adapt can use it as predict does): image i of a
- * domain is row `chunk * batch + j`, with its file name and label from the domain's set.
+ * The --out writer of predict and adapt. Class names: --classes or the model's (openJob's `classes`), else
+ * ImageFolder sub-folders when their count fits the model.
  */
-export function predictionsObserver(
-  writer: PredictionsWriter,
-  domains: Domain[],
-  batch: number,
-): RunObserver {
+export function predictionsWriter(
+  path: string,
+  options: { topK: number; logits: boolean },
+  job: Pick<Job, "streams" | "model" | "classes">,
+): PredictionsWriter {
+  const outputs = modelClasses(job.model);
+  const folder = job.streams[0].set.classes;
+  const names = job.classes ??
+    (folder && (outputs === null || folder.length === outputs) ? folder : undefined);
+  return openPredictions(path, { ...options, classes: names });
+}
+
+/** A run observer that writes every image's row to `writer` (adapt uses it as predict does). */
+export function predictionsObserver(writer: PredictionsWriter, domains: Domain[]): RunObserver {
   return {
-    chunk: (e) => {
+    predicted: (e) => {
       const { name, set } = domains[e.domain];
-      const start = e.chunk * batch;
-      if (e.rows !== Math.min(batch, set.n - start)) {
-        throw new Error(
-          `Chunk ${e.chunk} of "${name}" skipped inputs; cannot line up --out rows with images`,
-        );
-      }
-      const { logits, classes } = e.result;
-      for (let j = 0; j < e.rows; j++) {
-        const i = start + j;
+      e.indices.forEach((i, j) => {
         writer.write({
           images: name,
           index: i,
           file: set.names?.[i],
           label: set.labels?.[i],
-          logits: logits.subarray(j * classes, (j + 1) * classes),
+          logits: e.logits.subarray(j * e.classes, (j + 1) * e.classes),
         });
-      }
+      });
     },
   };
 }
@@ -87,13 +88,8 @@ export default async function predict(args: string[]): Promise<number> {
     const observers: RunObserver[] = [];
     if (!flags.json) observers.push(progressObserver("predict", streams.reduce((n, s) => n + s.set.n, 0)));
     if (flags.out !== undefined) {
-      const outputs = modelClasses(model);
-      // ImageFolder sub-folders name the classes when nothing else does and their count fits the model.
-      const folder = streams[0].set.classes;
-      const names = classes ??
-        (folder && (outputs === null || folder.length === outputs) ? folder : undefined);
-      writer = openPredictions(flags.out, { topK: k, logits: flags.logits, classes: names });
-      observers.push(predictionsObserver(writer, streams, batch));
+      writer = predictionsWriter(flags.out, { topK: k, logits: flags.logits }, { streams, model, classes });
+      observers.push(predictionsObserver(writer, streams));
     }
     const report = await runAdaptation(backend, method, streams, { batch, preprocess: pre, observers });
     writer?.close();

@@ -31,6 +31,8 @@ export interface Domain {
 export interface RunObserver extends StreamObserver {
   /** A domain starts (`n` images). */
   domain?(e: { index: number; name: string; n: number; of: number }): void;
+  /** A chunk's online predictions, with the indices of its images in the domain's set (skipped ones left out). */
+  predicted?(e: { domain: number; indices: number[]; logits: Float32Array; classes: number }): void;
   /** A chunk was scored against its labels (`rows` includes skipped inputs). */
   scored?(e: { rows: number; wrong: number; labeled: number }): void;
   /** The run ended; `error` is the online error over every labelled input, or null. */
@@ -213,6 +215,14 @@ export async function runAdaptation(
         const x = keepIdx.length < idx.length ? keptRows(raw, ok) : raw;
         const dims = [keepIdx.length, shape.channels, shape.height, shape.width];
         const event = await feedChunk(stream, backend, x, dims, { domain: d, chunk: b });
+        for (const o of observers) {
+          o.predicted?.({
+            domain: d,
+            indices: keepIdx,
+            logits: event.result.logits,
+            classes: event.result.classes,
+          });
+        }
         if (set.labels) {
           keepIdx.forEach((i, k) => {
             if (event.stats.predictions[k] !== set.labels![i]) chunkWrong++;

@@ -36,6 +36,38 @@ Deno.test("edgetrain adapt --json reports online error per domain, the ledger's 
   ok(out.predicted_peak_bytes > 0, "the governor's prediction is reported next to the measurement");
   equal(out.resets, 0);
   ok(out.ms_per_batch > 0);
+  ok(out.warmup_ms > 0, "the first chunk's time is reported apart");
+  equal(out.predicted_peak_bytes, out.peak_bytes, "the governor's estimate is the ledger's measured peak");
+});
+
+Deno.test("edgetrain adapt --out writes one row per image with its online prediction (issue 13 item 5)", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await runCli([
+    "adapt",
+    "--model",
+    MODEL,
+    "--method",
+    "tent",
+    "--batch",
+    "50",
+    ...stream("fog-s5"),
+    "--backend",
+    "cpu",
+    "--out",
+    `${dir}/p.jsonl`,
+    "--top-k",
+    "1",
+    "--json",
+  ]);
+  equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  const rows = (await Deno.readTextFile(`${dir}/p.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  equal(rows.length, out.n);
+  equal(out.rows, out.n);
+  deepEqual(rows.map((row) => row.index), rows.map((_, i) => i));
+  const wrong = rows.filter((row) => row.top[0].class !== row.label).length;
+  equal(wrong / rows.length, out.error, "the rows are the predictions the online error counts");
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("edgetrain adapt skips unreadable files of a folder by name and goes on; a wrong-size file stops it with the fix", async () => {
