@@ -63,7 +63,7 @@ async function stepSaved(b: Backend, model: OnnxModel, make: "tent" | "ecotta"):
   const { channels, height, width } = outputShape(images, preprocess);
   const input = Tensor.from(b, x, [batch, channels, height, width]);
   b.ledger.resetPeak();
-  await method.step(input);
+  await method.learn(input);
   const saved = b.ledger.snapshot().peak.saved;
   input.dispose();
   method.dispose();

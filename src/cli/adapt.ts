@@ -1,11 +1,12 @@
 /**
- * `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method bn|tent|eata|sar|ecotta`
- * Test-time adaptation over a stream of domains, with online error, resets and the ledger's measured peaks.
+ * `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD`
+ * Test-time adaptation over a stream of domains as a camera delivers it (chunks of --batch frames, in
+ * --order), with online error, learning steps, the memory bank, resets and the ledger's measured peaks.
  */
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { UsageError } from "./errors.ts";
-import { adaptMethod, methodHelp, names } from "../methods/registry.ts";
+import { adaptMethod, methodHelp, names, SERVICE_DEFAULT } from "../methods/registry.ts";
 import { type Protocol, runAdaptation } from "../methods/run.ts";
 import { loadImages } from "../data/images.ts";
 import { exportModule } from "../onnx/export.ts";
@@ -18,19 +19,19 @@ import { governed, GOVERNOR_FLAGS } from "./plan.ts";
 import { progressObserver } from "./progress.ts";
 import { predictionsObserver, predictionsWriter } from "./predict.ts";
 import { predictionsFormat } from "../data/predictions_out.ts";
+import { orderStreams, parseStreamFlags, STREAM_FLAGS, STREAM_HELP, streamSettings } from "./stream_flags.ts";
 
 export const HELP =
   `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
 
-  --method METHOD|auto      (default tent; auto: the strongest that fits the budget)
+  --method METHOD|auto      (default ${SERVICE_DEFAULT}; auto: the strongest that fits the budget)
 ${methodHelp("adapt", "                              ")}
-  --batch N|auto            images per adaptation step (default 64; auto: the largest that fits, up to 64)
+${STREAM_HELP}
   --store fp32|fp16|int8|int4|mask|auto   how saved activations are kept (default auto: fp32, or the most
                             faithful store that fits when the governor plans)
   --budget B | --device NAME|auto   plan method/batch/store to fit B (256MiB, 1.5GiB) or a device profile's
                             usable memory (devices/*.json); auto: half the available system memory
   --lr X                    learning rate (default: the method's reference default)
-  --episodic                reset to the source model before every batch
   --reset-each-domain       reset at the start of every --images stream
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
   --backend webgpu|cpu|auto --mean --std --pad --size --channels
@@ -47,8 +48,8 @@ export default async function adapt(args: string[]): Promise<number> {
     model: { type: "string" },
     images: { type: "string", multiple: true },
     labels: { type: "string", multiple: true },
-    method: { type: "string", default: "tent" },
-    batch: { type: "string", default: "64" },
+    method: { type: "string", default: SERVICE_DEFAULT },
+    ...STREAM_FLAGS,
     store: { type: "string", default: "auto" },
     ...GOVERNOR_FLAGS,
     lr: { type: "string" },
@@ -73,19 +74,20 @@ export default async function adapt(args: string[]): Promise<number> {
     return 0;
   }
   oneOf("method", flags.method, [...names("adapt"), "auto"]);
-  if (flags.episodic && flags["reset-each-domain"]) {
-    throw new UsageError("--episodic and --reset-each-domain exclude each other");
+  if (flags.episodic) {
+    throw new UsageError(
+      "--episodic was removed: answers never normalise by the statistics of their own chunk, so a reset " +
+        "before every chunk would answer as the source model (--method source); see docs/streaming.md",
+    );
   }
-  const protocol: Protocol = flags.episodic
-    ? "episodic"
-    : flags["reset-each-domain"]
-    ? "reset-each-domain"
-    : "continual";
+  const protocol: Protocol = flags["reset-each-domain"] ? "reset-each-domain" : "continual";
+  const streamFlags = parseStreamFlags(flags);
   const lr = parseNumber("lr", flags.lr, { min: 0 });
   const topK = parseNumber("top-k", flags["top-k"], { integer: true, min: 1 })!;
   if (flags.out !== undefined) predictionsFormat(flags.out); // a typo fails before any work
   const job = await openJob("adapt", flags, { decorate: (b) => new GuardedBackend(b) });
-  const { streams, skipped, model, preprocess: pre } = job;
+  const { skipped, model, preprocess: pre } = job;
+  const streams = orderStreams(job.streams, streamFlags);
   const backend = job.backend as GuardedBackend;
   const warmup = flags["warmup-images"]
     ? { set: await loadImages(flags["warmup-images"], { labels: flags["warmup-labels"] }), preprocess: pre }
@@ -94,7 +96,9 @@ export default async function adapt(args: string[]): Promise<number> {
   const gov = await governed({
     task: "adapt",
     method: flags.method!,
-    batch: flags.batch!,
+    batch: flags.memory!,
+    chunk: streamFlags.chunk,
+    statsFrom: streamFlags.statsFrom,
     store: flags.store!,
     budget: flags.budget,
     device: flags.device,
@@ -106,7 +110,12 @@ export default async function adapt(args: string[]): Promise<number> {
   });
   const { batch, store } = gov;
   const descriptor = adaptMethod(gov.method);
-  const m = await descriptor.create(model.module, { lr, warmup, name: model.path });
+  const m = await descriptor.create(model.module, {
+    lr,
+    warmup,
+    name: model.path,
+    stream: streamSettings(streamFlags, batch, !flags["no-collapse-guard"]),
+  });
   const modelSha = flags["save-state"] || flags["load-state"]
     ? await sha256Hex(await Deno.readFile(model.path))
     : "";
@@ -128,7 +137,14 @@ export default async function adapt(args: string[]): Promise<number> {
     store,
     backward: descriptor.backward,
     peakOf: async (b, s) =>
-      (await gov.estimator.estimate({ method: gov.method, batch: b, store: s, guard: true })).peak_bytes,
+      (await gov.estimator.estimate({
+        method: gov.method,
+        batch: b,
+        chunk: streamFlags.chunk,
+        statsFrom: streamFlags.statsFrom,
+        store: s,
+        guard: true,
+      })).peak_bytes,
   });
   const total = streams.reduce((n, s) => n + s.set.n, 0);
   const writer = flags.out === undefined
@@ -136,10 +152,9 @@ export default async function adapt(args: string[]): Promise<number> {
     : predictionsWriter(flags.out, { topK, logits: flags.logits! }, job);
   const report = await withStore(store, () =>
     runAdaptation(backend, m, streams, {
-      batch,
+      batch: streamFlags.chunk,
       protocol,
       preprocess: pre,
-      collapseGuard: !flags["no-collapse-guard"],
       observers: [
         progressObserver(m.name, total),
         ...(writer ? [predictionsObserver(writer, streams)] : []),
@@ -183,7 +198,10 @@ export default async function adapt(args: string[]): Promise<number> {
   };
   if (flags.json) console.log(JSON.stringify(out));
   else {
-    console.log(`method ${out.method} (${protocol}), batch ${batch}, store ${store}, backend ${out.backend}`);
+    console.log(
+      `method ${out.method} (${protocol}), chunks of ${streamFlags.chunk}, memory ${batch}, store ${store}, ` +
+        `backend ${out.backend}`,
+    );
     if (gov.plan) console.log(`plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
     for (const d of out.domains) {
       console.log(

@@ -36,10 +36,10 @@ export default async function bench(args: string[]): Promise<number> {
   const net = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
   const tent = await Tent.create(net);
   const x = Tensor.from(b, new Rng(11).normals(batch * 32 * 32), [batch, 1, 32, 32]);
-  await tent.step(x); // compiles pipelines and fills the buffer pool
+  await tent.learn(x); // compiles pipelines and fills the buffer pool
   b.ledger.resetPeak();
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await tent.step(x);
+  for (let i = 0; i < steps; i++) await tent.learn(x);
   const msPerStep = (performance.now() - t0) / steps;
   const snap = b.ledger.snapshot();
   const out = {

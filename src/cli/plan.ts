@@ -82,8 +82,12 @@ export const GOVERNOR_FLAGS = {
 export interface GovernOptions {
   task: "adapt" | "train";
   method: string;
-  /** "auto" or an integer. */
+  /** "auto" or an integer: images per step (train), the learning minibatch = memory bank (adapt). */
   batch: string;
+  /** Adapt: frames answered at once (default: the batch). */
+  chunk?: number;
+  /** Adapt: what the target statistics follow. */
+  statsFrom?: "bank" | "stream";
   store: string;
   budget?: string;
   device?: string;
@@ -167,6 +171,8 @@ export async function governed(o: GovernOptions): Promise<Governed> {
     fallback: o.method === "auto" && o.task === "adapt",
     topBlocks: o.topBlocks,
     guard: o.guard,
+    chunk: o.chunk,
+    statsFrom: o.statsFrom,
     unavailable,
   });
   if (!plan.fits && o.requireFit !== false) throw new Error(plan.reason);

@@ -3,7 +3,7 @@
  * Continual test-time adaptation as a long-running service: an HTTP API, an optional spool folder,
  * checkpoints in the state folder, sd_notify when started by systemd. See docs/service.md.
  */
-import { parseBytes, parseFlags, parseNumber } from "./args.ts";
+import { oneOf, parseBytes, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openBackend, openModel, PREPROCESS_FLAGS, preprocessFor } from "./common.ts";
 import { UsageError } from "./errors.ts";
 import { governed } from "./plan.ts";
@@ -23,9 +23,13 @@ ${methodHelp("adapt", "                              ")}
   --token-file F            require "Authorization: Bearer <contents of F>" on every route but /v1/health
   --spool DIR               also process images dropped into DIR (results in DIR/results.jsonl)
   --results F               spool results file (default DIR/results.jsonl)
-  --batch N|auto            inputs per adaptation step (default auto: the planner's largest that fits)
+  --memory N|auto           memory bank frames = the minibatch of each learning step (default auto: the
+                            planner's largest that fits, up to 64); --every K, --stats-from as for adapt
+  --batch N                 most requests answered together (default 16): each is answered by the current
+                            model with target statistics, never normalised by the requests beside it
   --budget B | --device P   memory budget or device profile for the planner (default: half the free memory)
-  --flush-ms T              run a partial batch once its oldest input waited T ms (default 500)
+  --flush-ms T              wait up to T ms for more requests to answer together (default 0: answer as
+                            soon as the model is free; requests arriving meanwhile are answered together)
   --checkpoint-every N      checkpoint every N steps (default 50; also on SIGTERM/SIGINT and reset)
   --keep-checkpoints K      checkpoints kept (default 3)
   --max-body B              largest request body (default 8MiB)
@@ -45,10 +49,13 @@ export default async function serve(args: string[]): Promise<number> {
     "token-file": { type: "string" },
     spool: { type: "string" },
     results: { type: "string" },
-    batch: { type: "string" },
+    batch: { type: "string", default: "16" },
+    memory: { type: "string", default: "auto" },
+    every: { type: "string" },
+    "stats-from": { type: "string", default: "bank" },
     budget: { type: "string" },
     device: { type: "string" },
-    "flush-ms": { type: "string", default: "500" },
+    "flush-ms": { type: "string", default: "0" },
     "checkpoint-every": { type: "string", default: "50" },
     "keep-checkpoints": { type: "string", default: "3" },
     "max-body": { type: "string", default: "8MiB" },
@@ -107,10 +114,15 @@ export default async function serve(args: string[]): Promise<number> {
       method = kept;
     }
   }
+  const maxChunk = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
+  oneOf("stats-from", flags["stats-from"], ["bank", "stream"]);
+  const statsFrom = flags["stats-from"] as "bank" | "stream";
   const gov = await governed({
     task: "adapt",
     method,
-    batch: flags.batch ?? "auto",
+    batch: flags.memory!,
+    chunk: maxChunk,
+    statsFrom,
     store: "auto",
     budget: flags.budget,
     device: flags.device,
@@ -132,12 +144,22 @@ export default async function serve(args: string[]): Promise<number> {
     method: gov.method,
     store: gov.store,
     peakOf: async (b, st) =>
-      (await gov.estimator.estimate({ method: gov.method, batch: b, store: st, guard: true })).peak_bytes,
+      (await gov.estimator.estimate({
+        method: gov.method,
+        batch: b,
+        chunk: maxChunk,
+        statsFrom,
+        store: st,
+        guard: true,
+      })).peak_bytes,
     lr: parseNumber("lr", flags.lr, { min: 0 }),
     state: flags.state,
     hostname,
     port,
-    batch: gov.batch,
+    memory: gov.batch,
+    every: parseNumber("every", flags.every, { integer: true, min: 1 }),
+    statsFrom,
+    maxChunk,
     flushMs: parseNumber("flush-ms", flags["flush-ms"], { min: 0 })!,
     checkpointEvery: parseNumber("checkpoint-every", flags["checkpoint-every"], { integer: true, min: 0 })!,
     keepCheckpoints: parseNumber("keep-checkpoints", flags["keep-checkpoints"], { integer: true, min: 1 })!,

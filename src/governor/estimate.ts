@@ -2,9 +2,11 @@
  * The memory estimator: the peak bytes of a (method, batch, store) choice, measured by running the real
  * model and the real method step on the null backend (sizes only, src/backend/null.ts) and reading its
  * ledger. The estimate is what the code allocates, by construction: the same stream loop (or training step)
- * feeds the same chunks, through the same runtime guard, under the same activation store; data-dependent
- * branches take their most expensive side (the methods' `plan` switch). A few chunks run so that lazily
- * created state (optimizer moments, EATA's Fisher) is live, as it is from the second chunk of a real run.
+ * feeds chunks through the same runtime guard, under the same activation store; data-dependent branches take
+ * their most expensive side (the methods' `plan` switch). For an adapting method `batch` is its learning
+ * minibatch — the memory bank's capacity, counted too — and `chunk` how many frames arrive at once. Enough
+ * frames run for a few learning steps, so lazily created state (optimizer moments, EATA's Fisher) is live,
+ * as it is in a real run.
  */
 import type { Backend } from "../backend/backend.ts";
 import { NullBackend } from "../backend/null.ts";
@@ -25,7 +27,12 @@ import { GuardedBackend } from "./guarded_backend.ts";
 
 export interface EstimateOptions {
   method: MethodName;
+  /** Train: images per step. Adapt: the learning minibatch (= memory bank capacity). */
   batch: number;
+  /** Adapt: frames answered at once (default: batch). */
+  chunk?: number;
+  /** Adapt: where the target statistics come from (default bank). */
+  statsFrom?: "bank" | "stream";
   /** `auto` resolves as the CLI does (the method's descriptor). */
   store?: StoreName;
   /** Train methods: blocks to train from the output (default all). */
@@ -34,7 +41,7 @@ export interface EstimateOptions {
   guard?: boolean;
   /** Method-specific settings (MethodOptions.extra), e.g. EcoTTA's partitions. */
   extra?: Record<string, unknown>;
-  /** Chunks to run (default: 4 for EATA, whose Fisher phase takes 2; 2 with a backward pass; else 1). */
+  /** Learning steps (train: steps) to run (default: 4 for EATA, whose Fisher phase takes 2; else 2). */
   steps?: number;
 }
 
@@ -82,7 +89,7 @@ export class Estimator {
       return Promise.reject(new Error(`estimate(): batch must be a positive integer, got ${batch}`));
     }
     const store = resolveStore(options.store ?? "auto", method);
-    const key = JSON.stringify({ ...options, store });
+    const key = JSON.stringify({ ...options, store, chunk: Math.min(options.chunk ?? batch, batch) });
     let e = this.#cache.get(key);
     if (!e) {
       e = this.#queue.then(() => this.#run(options, store));
@@ -97,7 +104,7 @@ export class Estimator {
     const ledger = this.#backend.ledger;
     const before = ledger.liveBytes;
     const shape = [o.batch, ...this.inputShape];
-    const steps = o.steps ?? (o.method === "eata" ? 4 : d.backward ? 2 : 1);
+    const steps = o.steps ?? (o.method === "eata" ? 4 : 2);
     const trainable = await withStore(
       store,
       () => d.task === "adapt" ? this.#adapt(d, o, store, shape, steps) : this.#train(d, o, shape, steps),
@@ -128,14 +135,22 @@ export class Estimator {
     shape: number[],
     steps: number,
   ): Promise<number> {
-    const method = await d.create(this.#model, { plan: true, extra: o.extra });
+    const stream = { capacity: o.batch, every: o.batch, statsFrom: o.statsFrom, collapseGuard: false };
+    const method = await d.create(this.#model, { plan: true, extra: o.extra, stream });
     const guard = o.guard
       ? new RuntimeGuard(this.#backend, { batch: o.batch, store, backward: d.backward })
       : undefined;
     try {
-      const stream = new AdaptStream(method, { guard, collapseGuard: false });
+      const loop = new AdaptStream(method, { guard });
       this.#backend.ledger.resetPeak();
-      for (let k = 0; k < steps; k++) await feedChunk(stream, this.#backend, null, shape);
+      // One chunk as the frames arrive (the answering forward at that size), then whole minibatches until
+      // the learning steps have run: the frames in between change what is live, never the peak.
+      const chunk = Math.min(o.chunk ?? o.batch, o.batch);
+      await feedChunk(loop, this.#backend, null, [chunk, ...shape.slice(1)]);
+      const frames = d.adapts ? steps * o.batch : 0;
+      for (let fed = chunk; fed < frames; fed += o.batch) {
+        await feedChunk(loop, this.#backend, null, [Math.min(o.batch, frames - fed), ...shape.slice(1)]);
+      }
       return method.trainables().reduce((s, p) => s + p.size, 0);
     } finally {
       guard?.dispose();

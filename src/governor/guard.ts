@@ -9,8 +9,11 @@
  *    between its two passes; an optimizer may have updated some of them), so no adapted state is lost and
  *    none of the failed step's partial work leaks into it;
  * 3. backs off: a cheaper store first (fp32 -> fp16 -> int8 -> int4, the planner ranks batch above store
- *    fidelity), then half the batch, skipping steps the estimator predicts would not lower the peak;
- * 4. retries the same images, split into chunks of the new batch, and keeps that configuration after.
+ *    fidelity), then half the batch — the learning minibatch of a streaming method (its memory bank), and
+ *    the largest chunk answered at once — skipping steps the estimator predicts would not lower the peak;
+ * 4. retries the same images, split into chunks of the new batch, and keeps that configuration after. (A
+ *    streaming method may then see the retried frames twice in its bank: they were offered before the
+ *    failure.)
  * Each back-off is recorded and reported to `onBackoff` (the stream loop's observers).
  */
 import { OutOfMemoryError } from "../backend/backend.ts";
@@ -160,6 +163,7 @@ export class RuntimeGuard {
       this.backoffs.push(b);
       this.batch = next.batch;
       this.store = next.store;
+      method.setLearningBatch?.(next.batch);
       await this.options.onBackoff?.(b);
       return await this.run(method, x);
     }

@@ -79,7 +79,8 @@ export async function measurePeak(backend: Backend, model: Module, o: MeasureOpt
       }));
     peak = report.peak_bytes;
   } else {
-    const m = await d.create(model, { extra: { ...d.open, ...o.extra } });
+    const stream = { capacity: o.batch, every: o.batch, collapseGuard: false };
+    const m = await d.create(model, { extra: { ...d.open, ...o.extra }, stream });
     let guard: RuntimeGuard | undefined;
     if (o.guard) {
       if (!(backend instanceof GuardedBackend)) {
@@ -91,7 +92,6 @@ export async function measurePeak(backend: Backend, model: Module, o: MeasureOpt
       runAdaptation(backend, m, [{ name: "random", set }], {
         batch: o.batch,
         preprocess: pre,
-        collapseGuard: false,
         guard,
       }));
     guard?.dispose();

@@ -49,6 +49,9 @@ export interface PlanRequest {
   topBlocks?: number;
   /** Method-specific settings for the estimates (MethodOptions.extra). */
   extra?: Record<string, unknown>;
+  /** Adapt: frames answered at once, and what the target statistics follow (estimate options). */
+  chunk?: number;
+  statsFrom?: "bank" | "stream";
   /** Count the runtime guard's parameter copy (adapt runs with the guard). */
   guard?: boolean;
   /** Methods ruled out before any estimate, with why (listed among the alternatives). */
@@ -104,6 +107,8 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
       topBlocks: request.topBlocks,
       extra: request.extra,
       guard: request.guard,
+      chunk: request.chunk,
+      statsFrom: request.statsFrom,
     });
   const batchesFor = (method: MethodName): number[] => {
     if (request.batch !== undefined) return [request.batch];

@@ -6,13 +6,14 @@
  * single step.
  */
 
-export const CATEGORIES = ["weights", "activations", "saved", "grads", "optimizer", "workspace"] as const;
+/** `bank`: the frames a streaming method keeps to adapt on (src/methods/memory_bank.ts). */
+export const CATEGORIES = ["weights", "activations", "saved", "grads", "optimizer", "workspace", "bank"] as const;
 export type Category = typeof CATEGORIES[number];
 
 export type ByCategory = Record<Category, number>;
 
 function zeros(): ByCategory {
-  return { weights: 0, activations: 0, saved: 0, grads: 0, optimizer: 0, workspace: 0 };
+  return { weights: 0, activations: 0, saved: 0, grads: 0, optimizer: 0, workspace: 0, bank: 0 };
 }
 
 export interface LedgerSnapshot {

@@ -1,7 +1,8 @@
 /**
- * The shared loop of the entropy-minimising methods (TENT, EATA, SAR): forward with batch statistics, read
- * the logits back once (online predictions and host-side filters), build the method's loss on the device,
- * backpropagate to the BN affine parameters only, step the optimizer.
+ * The shared core of the entropy-minimising methods (TENT, EATA, SAR), a StreamCore (streaming.ts): answers
+ * come from the model with its target statistics (robust BN); learning on a minibatch of the memory bank
+ * runs a forward with batch statistics, reads the logits back once (host-side filters), builds the method's
+ * loss on the device, backpropagates to the BN affine parameters only and steps the optimizer.
  */
 import { backward, releaseGraph } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
@@ -9,14 +10,16 @@ import { Adam, SGD } from "../ops/optim.ts";
 import type { Tensor } from "../tensor.ts";
 import type { AdaptMethodName } from "./registry.ts";
 import {
+  bnState,
+  learnMode,
   type LogitStats,
   logitStats,
+  predictMode,
+  setStatsMomentum,
   SourceState,
-  type StepResult,
   trainBnAffine,
-  type TtaMethod,
-  useBatchStatistics,
 } from "./tta.ts";
+import { type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
 
 export interface OptimizerConfig {
   kind: "adam" | "sgd";
@@ -49,10 +52,22 @@ export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD 
     : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
 }
 
-/** Options every backprop method takes: its optimizer, and the governor's plan switch (descriptor.ts). */
+/** Options every backprop method takes: its optimizer, the governor's plan switch (descriptor.ts), stats. */
 export interface BackpropOptions extends Partial<OptimizerConfig> {
   plan?: boolean;
+  /** Robust BN: whether learning moves the target statistics (they follow the bank), and by how much. */
+  stats?: RobustStats;
 }
+
+/** How the target statistics move (tta.ts setStatsMomentum). */
+export interface RobustStats {
+  /** The learning forward moves them (statistics from the bank); false: something else does. */
+  track: boolean;
+  /** RoTTA's alpha (0.05). */
+  momentum: number;
+}
+
+export const DEFAULT_STATS: RobustStats = { track: true, momentum: 0.05 };
 
 export interface LossPlan {
   /** The scalar loss to backpropagate, or null to skip the update (e.g. every sample filtered out). */
@@ -60,23 +75,30 @@ export interface LossPlan {
   used: number;
 }
 
-export abstract class BackpropMethod implements TtaMethod {
+export abstract class BackpropMethod implements StreamCore {
   abstract readonly name: AdaptMethodName;
   protected params: Tensor[];
   protected optimizer: Adam | SGD;
   /** Take the most expensive side of every data-dependent branch (the governor's estimate). */
   protected readonly planning: boolean;
+  protected readonly stats: RobustStats;
 
   protected constructor(
     readonly model: Module,
     protected readonly source: SourceState,
     protected readonly optimizerConfig: OptimizerConfig,
-    planning = false,
+    options: BackpropOptions = {},
   ) {
-    this.planning = planning;
-    useBatchStatistics(model);
+    this.planning = options.plan ?? false;
+    this.stats = options.stats ?? DEFAULT_STATS;
+    setStatsMomentum(model, this.stats.momentum);
+    predictMode(model);
     this.params = trainBnAffine(model);
     this.optimizer = makeOptimizer(this.params, optimizerConfig);
+  }
+
+  predict(x: Tensor): Promise<{ logits: Float32Array; classes: number }> {
+    return predictLogits(this.model, x);
   }
 
   protected static async prepare(model: Module): Promise<SourceState> {
@@ -91,32 +113,34 @@ export abstract class BackpropMethod implements TtaMethod {
     return Promise.resolve(null);
   }
 
-  async step(x: Tensor): Promise<StepResult> {
-    const logits = this.model.call(x);
-    const classes = logits.shape[1];
-    const host = Float32Array.from(await logits.data());
-    const stats = logitStats(host, classes);
-    const { loss, used } = this.plan(logits, stats, x);
-    let updated = false;
-    if (loss) {
-      backward(loss);
-      loss.dispose();
-      updated = true;
-    } else {
-      releaseGraph(logits);
+  /** One step on a minibatch x of the memory bank (batch statistics), back in predict mode after. */
+  async learn(x: Tensor): Promise<LearnResult> {
+    learnMode(this.model, this.stats.track);
+    try {
+      const logits = this.model.call(x);
+      const classes = logits.shape[1];
+      const stats = logitStats(await logits.data(), classes);
+      const { loss, used } = this.plan(logits, stats, x);
+      let updated = false;
+      if (loss) {
+        backward(loss);
+        loss.dispose();
+        updated = true;
+      } else {
+        releaseGraph(logits);
+      }
+      logits.dispose();
+      const resetReason = updated ? await this.update(x, stats, used) : null;
+      return {
+        updated,
+        used,
+        predictions: stats.predictions,
+        entropy: stats.meanEntropy,
+        ...(resetReason ? { resetReason } : {}),
+      };
+    } finally {
+      predictMode(this.model);
     }
-    logits.dispose();
-    const resetReason = updated ? await this.update(x, stats, used) : null;
-    if (resetReason) this.reset();
-    return {
-      logits: host,
-      classes,
-      entropy: stats.meanEntropy,
-      updated,
-      used,
-      reset: resetReason !== null,
-      ...(resetReason ? { resetReason } : {}),
-    };
   }
 
   /** The optimizer step for gradients already on the parameters. */
@@ -139,9 +163,10 @@ export abstract class BackpropMethod implements TtaMethod {
 
   protected resetCounters(): void {}
 
+  /** The BN state (the rest of the model never changes) and the optimizer's. */
   async state(): Promise<Record<string, Float32Array>> {
     const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(await this.model.state())) out[`model.${k}`] = v;
+    for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
     for (const [k, v] of Object.entries(await this.optimizer.state())) out[`optimizer.${k}`] = v;
     return out;
   }
@@ -153,7 +178,7 @@ export abstract class BackpropMethod implements TtaMethod {
       if (k.startsWith("model.")) model[k.slice(6)] = v;
       else if (k.startsWith("optimizer.")) opt[k.slice(10)] = v;
     }
-    this.model.loadState(model);
+    this.model.loadState(model, { strict: false });
     this.optimizer.loadState(opt);
   }
 

@@ -1,12 +1,23 @@
 /**
- * BN adaptation (Schneider et al. 2020; TENT's "norm" baseline): normalise with each test batch's
- * statistics; nothing is trained and nothing is kept for backward.
+ * BN adaptation (Schneider et al. 2020; TENT's "norm" baseline), on the stream: normalise with target
+ * statistics that follow the test domain (robust BN, tta.ts: an average moved by every minibatch of the memory
+ * bank, or of the last frames); nothing is trained and nothing is kept for backward. And the unadapted source
+ * model, for comparison.
  */
 import { noGrad } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
 import type { Tensor } from "../tensor.ts";
-import type { AdaptDescriptor } from "./descriptor.ts";
-import { logitStats, SourceState, type StepResult, type TtaMethod, useBatchStatistics } from "./tta.ts";
+import { type AdaptDescriptor, statsOf } from "./descriptor.ts";
+import { predictLogits, type StreamCore, streamed } from "./streaming.ts";
+import {
+  bnState,
+  logitStats,
+  predictMode,
+  setStatsMomentum,
+  SourceState,
+  type StepResult,
+  type TtaMethod,
+} from "./tta.ts";
 
 /** A forward without recording anything: the step of methods that learn nothing. */
 async function predictOnly(model: Module, x: Tensor): Promise<StepResult> {
@@ -18,20 +29,22 @@ async function predictOnly(model: Module, x: Tensor): Promise<StepResult> {
   return { logits: host, classes, entropy, updated: false, used: 0, reset: false };
 }
 
-export class BnAdapt implements TtaMethod {
+/** BN adaptation's core: answers with the target statistics; the stream's statistics passes move them. */
+export class BnAdapt implements StreamCore {
   readonly name = "bn" as const;
 
-  private constructor(readonly model: Module, private readonly source: SourceState) {
-    useBatchStatistics(model);
+  private constructor(readonly model: Module, private readonly source: SourceState, momentum: number) {
+    setStatsMomentum(model, momentum);
+    predictMode(model);
     model.setTrainable(() => false);
   }
 
-  static async create(model: Module): Promise<BnAdapt> {
-    return new BnAdapt(model, await SourceState.of(model));
+  static async create(model: Module, options: { momentum?: number } = {}): Promise<BnAdapt> {
+    return new BnAdapt(model, await SourceState.of(model), options.momentum ?? 0.05);
   }
 
-  step(x: Tensor): Promise<StepResult> {
-    return predictOnly(this.model, x);
+  predict(x: Tensor): Promise<{ logits: Float32Array; classes: number }> {
+    return predictLogits(this.model, x);
   }
 
   trainables(): Tensor[] {
@@ -44,14 +57,14 @@ export class BnAdapt implements TtaMethod {
 
   async state(): Promise<Record<string, Float32Array>> {
     const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(await this.model.state())) out[`model.${k}`] = v;
+    for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
     return out;
   }
 
   loadState(state: Record<string, Float32Array>): void {
     const model: Record<string, Float32Array> = {};
     for (const [k, v] of Object.entries(state)) if (k.startsWith("model.")) model[k.slice(6)] = v;
-    this.model.loadState(model);
+    this.model.loadState(model, { strict: false });
   }
 
   dispose(): void {}
@@ -116,10 +129,10 @@ export const source: AdaptDescriptor<"source"> = {
 export const bn: AdaptDescriptor<"bn"> = {
   name: "bn",
   task: "adapt",
-  summary: "normalise with test-batch statistics, train nothing (Schneider et al. 2020)",
+  summary: "normalise with statistics that follow the test domain, train nothing (Schneider et al. 2020)",
   backward: false,
   store: "fp32",
   rank: 1,
   adapts: true,
-  create: (model) => BnAdapt.create(model),
+  create: async (model, o) => streamed(await BnAdapt.create(model, statsOf(o)), o),
 };

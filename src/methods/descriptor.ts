@@ -24,6 +24,23 @@ export interface MethodOptions {
   plan?: boolean;
   /** Method-specific settings (tests and tools; e.g. EATA's margins). */
   extra?: Record<string, unknown>;
+  /** How the method meets the stream (streaming.ts): memory bank, learning cadence, target statistics. */
+  stream?: StreamSettings;
+}
+
+export interface StreamSettings {
+  /** Memory bank frames = the minibatch of each learning step (64). */
+  capacity?: number;
+  /** Learn after this many new frames (default: capacity). */
+  every?: number;
+  /** Target statistics follow the bank (default) or the stream. */
+  statsFrom?: "bank" | "stream";
+  /** How far each learning step moves the target statistics (0.05). */
+  momentum?: number;
+  /** The collapse guard (default on). */
+  collapseGuard?: boolean;
+  /** The bank takes every frame while it has room (default true; false: RoTTA's strict quotas). */
+  fillFirst?: boolean;
 }
 
 /** A flag only this method reads, for --help. */
@@ -69,11 +86,17 @@ export interface TrainDescriptor<N extends string = string> extends DescriptorBa
 
 export type MethodDescriptor<N extends string = string> = AdaptDescriptor<N> | TrainDescriptor<N>;
 
-/** A method's own options from MethodOptions: `extra`, then lr and plan where given. */
+/** The robust-BN settings a core gets from the stream settings (backprop_method.ts RobustStats). */
+export function statsOf(o: MethodOptions): { track: boolean; momentum: number } {
+  return { track: (o.stream?.statsFrom ?? "bank") === "bank", momentum: o.stream?.momentum ?? 0.05 };
+}
+
+/** A method's own options from MethodOptions: `extra`, then lr, plan and the statistics' settings. */
 export function methodSettings(o: MethodOptions): Record<string, unknown> {
   return {
     ...o.extra,
     ...(o.lr !== undefined ? { lr: o.lr } : {}),
     ...(o.plan !== undefined ? { plan: o.plan } : {}),
+    stats: statsOf(o),
   };
 }

@@ -21,6 +21,7 @@ import {
   optimizerFrom,
 } from "./backprop_method.ts";
 import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
+import { streamed } from "./streaming.ts";
 import { cosine, ewcPenalty, weightedEntropy } from "./losses.ts";
 import type { LogitStats, SourceState } from "./tta.ts";
 
@@ -50,7 +51,7 @@ export class Eata extends BackpropMethod {
   #inFisherPhase = false;
 
   private constructor(model: Module, source: SourceState, options: EataOptions) {
-    super(model, source, optimizerFrom(EATA_DEFAULTS, options), options.plan);
+    super(model, source, optimizerFrom(EATA_DEFAULTS, options), options);
     this.#margin = options.entropyMargin ?? 0.4;
     this.#dMargin = options.redundancyMargin ?? 0.05;
     this.#alpha = options.fisherAlpha ?? 2000;
@@ -164,5 +165,5 @@ export const eata: AdaptDescriptor<"eata"> = {
   optimizer: EATA_DEFAULTS,
   // E0 = 1.01 ln C lies above every entropy; a redundancy margin of 2 lies above every |cos|.
   open: { entropyMargin: 1.01, redundancyMargin: 2 },
-  create: (model, o) => Eata.create(model, methodSettings(o)),
+  create: async (model, o) => streamed(await Eata.create(model, methodSettings(o)), o),
 };

@@ -29,10 +29,13 @@ import type { Adam, SGD } from "../ops/optim.ts";
 import type { Tensor } from "../tensor.ts";
 import {
   type BackpropOptions,
+  DEFAULT_STATS,
   makeOptimizer,
   type OptimizerConfig,
   optimizerFrom,
+  type RobustStats,
 } from "./backprop_method.ts";
+import { type LearnResult, type StreamCore, streamed } from "./streaming.ts";
 import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
 import { calibrate, l1ToConstant, MetaNet } from "./ecotta_meta.ts";
 import { type ChannelStats, tailStatistics } from "./ecotta_stats.ts";
@@ -46,7 +49,7 @@ import {
 } from "./ecotta_partition.ts";
 import { warmUp, type WarmupOptions, type WarmupReport, type WarmupTarget } from "./ecotta_warmup.ts";
 import { weightedEntropy } from "./losses.ts";
-import { logitStats, type StepResult, type TtaMethod } from "./tta.ts";
+import { logitStats } from "./tta.ts";
 
 export interface EcoTtaOptions extends BackpropOptions {
   /**
@@ -103,7 +106,7 @@ interface Partition {
   meta: MetaNet;
 }
 
-export class EcoTta implements TtaMethod {
+export class EcoTta implements StreamCore {
   readonly name = "ecotta" as const;
   readonly lambda: number;
   readonly entropyMargin: number;
@@ -116,6 +119,7 @@ export class EcoTta implements TtaMethod {
   #source: Record<string, Float32Array> = {};
   #modelName: string;
   #planning: boolean;
+  #stats: RobustStats;
   /** What the warm-up did, or null without warm-up data. */
   warmupReport: WarmupReport | null = null;
 
@@ -125,6 +129,7 @@ export class EcoTta implements TtaMethod {
     this.entropyMargin = options.entropyMargin ?? 0.4;
     this.#optimizerConfig = optimizerFrom(ECOTTA_DEFAULTS, options);
     this.#planning = options.plan ?? false;
+    this.#stats = options.stats ?? DEFAULT_STATS;
     model.eval();
     model.setTrainable(() => false);
     this.#staged = staged;
@@ -247,43 +252,69 @@ export class EcoTta implements TtaMethod {
     this.#staged.verified = true;
   }
 
-  async step(x: Tensor): Promise<StepResult> {
+  /** Answers with every BN_k on its target statistics (robust BN: never the statistics of the frames). */
+  async predict(x: Tensor): Promise<{ logits: Float32Array; classes: number }> {
     await this.#verify(x);
-    const { logits, reg } = this.#forward(x, this.lambda > 0);
-    const classes = logits.shape[1];
-    const host = Float32Array.from(await logits.data());
-    const stats = logitStats(host, classes);
-    const e0 = this.entropyMargin * Math.log(classes);
-    const confident = (e: number) => this.#planning || e < e0;
-    const used = stats.entropies.filter(confident).length;
-    const weights = stats.entropies.map((e) => (confident(e) ? 1 / used : 0));
-    let loss: Tensor | null = used ? weightedEntropy(logits, Float32Array.from(weights)) : null;
-    if (reg.length) {
-      let total = reg[0];
-      for (const r of reg.slice(1)) {
-        const next = add(total, r);
+    this.#setMetaMode(false);
+    const logits = noGrad(() => this.#forward(x, false).logits);
+    try {
+      return { logits: Float32Array.from(await logits.data()), classes: logits.shape[1] };
+    } finally {
+      logits.dispose();
+    }
+  }
+
+  /** BN_k normalise with batch statistics while learning (when calibrated), moving their targets by alpha. */
+  #setMetaMode(learning: boolean): void {
+    for (const p of this.#parts) {
+      p.meta.bn.training = learning && p.meta.batchStats;
+      p.meta.bn.trackRunningStats = learning && this.#stats.track;
+      p.meta.bn.momentum = this.#stats.momentum;
+    }
+  }
+
+  /** One step on a minibatch of the memory bank (paper eq. 2-4). */
+  async learn(x: Tensor): Promise<LearnResult> {
+    await this.#verify(x);
+    this.#setMetaMode(true);
+    try {
+      const { logits, reg } = this.#forward(x, this.lambda > 0);
+      const classes = logits.shape[1];
+      const stats = logitStats(await logits.data(), classes);
+      const e0 = this.entropyMargin * Math.log(classes);
+      const confident = (e: number) => this.#planning || e < e0;
+      const used = stats.entropies.filter(confident).length;
+      const weights = stats.entropies.map((e) => (confident(e) ? 1 / used : 0));
+      let loss: Tensor | null = used ? weightedEntropy(logits, Float32Array.from(weights)) : null;
+      if (reg.length) {
+        let total = reg[0];
+        for (const r of reg.slice(1)) {
+          const next = add(total, r);
+          total.dispose();
+          r.dispose();
+          total = next;
+        }
+        const scaled = scale(total, this.lambda);
         total.dispose();
-        r.dispose();
-        total = next;
+        if (loss) {
+          const sum = add(loss, scaled);
+          loss.dispose();
+          scaled.dispose();
+          loss = sum;
+        } else loss = scaled;
       }
-      const scaled = scale(total, this.lambda);
-      total.dispose();
       if (loss) {
-        const sum = add(loss, scaled);
+        backward(loss);
         loss.dispose();
-        scaled.dispose();
-        loss = sum;
-      } else loss = scaled;
+        this.#optimizer.step();
+        this.#optimizer.zeroGrad();
+      }
+      releaseGraph(logits);
+      logits.dispose();
+      return { updated: loss !== null, used, predictions: stats.predictions, entropy: stats.meanEntropy };
+    } finally {
+      this.#setMetaMode(false);
     }
-    if (loss) {
-      backward(loss);
-      loss.dispose();
-      this.#optimizer.step();
-      this.#optimizer.zeroGrad();
-    }
-    releaseGraph(logits);
-    logits.dispose();
-    return { logits: host, classes, entropy: stats.meanEntropy, updated: loss !== null, used, reset: false };
   }
 
   async #metaState(): Promise<Record<string, Float32Array>> {
@@ -359,10 +390,13 @@ export const ecotta: AdaptDescriptor<"ecotta"> = {
   // then trails BN adaptation (docs/governor.md), so auto only ranks it first with warm-up data.
   unavailableForAuto: ({ warmup }) =>
     warmup ? null : "needs clean warm-up data (--warmup-images) to be the stronger method",
-  create: (model, o) =>
-    EcoTta.create(model, {
-      ...methodSettings(o),
-      ...(o.plan ? {} : { warmup: o.warmup }),
-      name: o.name,
-    }),
+  create: async (model, o) =>
+    streamed(
+      await EcoTta.create(model, {
+        ...methodSettings(o),
+        ...(o.plan ? {} : { warmup: o.warmup }),
+        name: o.name,
+      }),
+      o,
+    ),
 };

@@ -1,6 +1,7 @@
 /** Loss pieces the TTA methods share, composed from differentiable ops. */
 import { add, mul, scale, sub } from "../ops/elementwise.ts";
 import { entropyPerSample } from "../ops/loss.ts";
+import { logSoftmax } from "../ops/softmax.ts";
 import { sum } from "../ops/reduce.ts";
 import { Tensor } from "../tensor.ts";
 
@@ -11,6 +12,25 @@ export function weightedEntropy(logits: Tensor, weights: Float32Array): Tensor {
   const hw = mul(h, w);
   const loss = sum(hw, [0]);
   for (const t of [h, w, hw]) t.dispose();
+  return loss;
+}
+
+/**
+ * sum_i w_i * CE(softmax(targets_i), logits_i) / n = -sum_i w_i sum_c q_ic log p_ic / n, with q the targets'
+ * probabilities (constants: a teacher's soft labels, RoTTA eq. 6) and w per-sample weights.
+ */
+export function softCrossEntropy(logits: Tensor, targets: Float64Array, weights: ArrayLike<number>): Tensor {
+  const [n, c] = logits.shape;
+  if (targets.length !== n * c || weights.length !== n) {
+    throw new Error(`softCrossEntropy(): ${targets.length} targets and ${weights.length} weights for [${n}, ${c}]`);
+  }
+  const pick = new Float32Array(n * c);
+  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) pick[i * c + k] = -weights[i] * targets[i * c + k] / n;
+  const q = Tensor.from(logits.backend, pick, [n, c]);
+  const lp = logSoftmax(logits);
+  const prod = mul(lp, q);
+  const loss = sum(prod, [0, 1]);
+  for (const t of [q, lp, prod]) t.dispose();
   return loss;
 }
 

@@ -9,12 +9,13 @@ import { bn, source } from "./bn_adapt.ts";
 import type { AdaptDescriptor, MethodOptions, TrainDescriptor } from "./descriptor.ts";
 import { eata } from "./eata.ts";
 import { ecotta } from "./ecotta.ts";
+import { rotta } from "./rotta.ts";
 import { sar } from "./sar.ts";
 import { tent } from "./tent.ts";
 import { bias, full, mobiletl } from "./transfer.ts";
 import type { TtaMethod } from "./tta.ts";
 
-export const METHODS = [source, bn, tent, eata, sar, ecotta, full, bias, mobiletl] as const;
+export const METHODS = [source, bn, tent, eata, sar, ecotta, rotta, full, bias, mobiletl] as const;
 
 type Registered = typeof METHODS[number];
 export type MethodName = Registered["name"];
@@ -22,7 +23,7 @@ export type AdaptMethodName = Extract<Registered, { task: "adapt" }>["name"];
 export type TrainMethodName = Extract<Registered, { task: "train" }>["name"];
 
 /** The method `serve` runs when none is given. */
-export const SERVICE_DEFAULT: AdaptMethodName = "tent";
+export const SERVICE_DEFAULT: AdaptMethodName = "rotta";
 
 export const ADAPT_METHODS: readonly AdaptDescriptor<AdaptMethodName>[] = METHODS.filter(
   (m): m is Extract<Registered, { task: "adapt" }> => m.task === "adapt",

@@ -1,8 +1,8 @@
 /**
- * `adapt`'s driver of the stream loop (stream.ts) over a sequence of domains: chunks in order, inputs that
- * are not finite reported and skipped, protocols (continual, episodic, reset each domain), and the report —
- * online error per domain (predictions made before each chunk's update), resets, back-offs, timing and the
- * ledger's measured peaks.
+ * `adapt`'s driver of the stream loop (stream.ts) over a sequence of domains: chunks in order (the chunk is
+ * how frames arrive: 1 for a camera), inputs that are not finite reported and skipped, protocols (continual,
+ * reset each domain), and the report — online error per domain (every answer is given before the method
+ * learns from it), learning steps, the memory bank, resets, back-offs, timing and the ledger's peaks.
  */
 import type { Backend } from "../backend/backend.ts";
 import type { ImageSet } from "../data/images.ts";
@@ -19,7 +19,7 @@ import {
 } from "./stream.ts";
 import type { TtaMethod } from "./tta.ts";
 
-export type Protocol = "continual" | "episodic" | "reset-each-domain";
+export type Protocol = "continual" | "reset-each-domain";
 
 export interface Domain {
   /** What the user passed (a path or a corruption name): reported as `images`. */
@@ -39,7 +39,7 @@ export interface RunObserver extends StreamObserver {
   done?(e: { error: number | null }): void;
 }
 
-export interface AdaptOptions extends Omit<StreamOptions, "episodic"> {
+export interface AdaptOptions extends StreamOptions {
   batch: number;
   protocol?: Protocol;
   preprocess?: PreprocessOptions;
@@ -82,7 +82,12 @@ export interface AdaptReport {
   reset_events: ResetRecord[];
   skipped: number;
   skipped_inputs: SkippedInput[];
+  /** Chunks whose learning changed parameters. */
   updates: number;
+  /** Learning steps on the memory bank. */
+  adaptation_steps: number;
+  /** Frames in the memory bank at the end, and the bank's capacity in frames and bytes (ledger "bank"). */
+  bank: { size: number; capacity: number; bytes: number } | null;
   mean_entropy: number;
   /** Steady-state time per chunk: the mean over every chunk after the first. */
   ms_per_batch: number;
@@ -165,6 +170,8 @@ export async function runAdaptation(
     skipped: 0,
     skipped_inputs: [],
     updates: 0,
+    adaptation_steps: 0,
+    bank: null,
     mean_entropy: 0,
     ms_per_batch: 0,
     warmup_ms: 0,
@@ -173,12 +180,14 @@ export async function runAdaptation(
   };
   const times: number[] = [];
   let entropySum = 0;
-  const stream = new AdaptStream(method, { ...options, episodic: protocol === "episodic" });
+  const stream = new AdaptStream(method, options);
   stream.observe({
     chunk: (e: ChunkEvent) => {
       times.push(e.ms);
       entropySum += e.result.entropy * e.rows;
       if (e.result.updated) report.updates++;
+      report.adaptation_steps += e.result.learned ?? 0;
+      if (e.result.bank) report.bank = { ...e.result.bank };
     },
     reset: (e) => {
       // Protocol resets are the run's schedule, not events of the adaptation.

@@ -19,8 +19,9 @@ import {
   optimizerFrom,
 } from "./backprop_method.ts";
 import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
+import { streamed } from "./streaming.ts";
 import { weightedEntropy } from "./losses.ts";
-import { type LogitStats, logitStats, type SourceState } from "./tta.ts";
+import { learnMode, type LogitStats, logitStats, type SourceState } from "./tta.ts";
 
 export interface SarOptions extends BackpropOptions {
   entropyMargin?: number;
@@ -39,7 +40,7 @@ export class Sar extends BackpropMethod {
   #selected: Int32Array = new Int32Array(0);
 
   private constructor(model: Module, source: SourceState, options: SarOptions) {
-    super(model, source, optimizerFrom(SAR_DEFAULTS, options), options.plan);
+    super(model, source, optimizerFrom(SAR_DEFAULTS, options), options);
     this.#margin = options.entropyMargin ?? 0.4;
     this.#rho = options.rho ?? 0.05;
     this.#resetBelow = options.resetEntropy;
@@ -88,7 +89,9 @@ export class Sar extends BackpropMethod {
     perturb(+1);
     this.optimizer.zeroGrad();
 
-    // Second step: the loss at w + e_w on the samples still reliable there.
+    // Second step: the loss at w + e_w on the samples still reliable there (the first forward already moved
+    // the target statistics toward this minibatch's).
+    learnMode(this.model, false);
     const logits = this.model.call(x);
     const classes = logits.shape[1];
     const stats2 = logitStats(await logits.data(), classes);
@@ -132,5 +135,5 @@ export const sar: AdaptDescriptor<"sar"> = {
   adapts: true,
   optimizer: SAR_DEFAULTS,
   open: { entropyMargin: 1.01, resetEntropy: -1 },
-  create: (model, o) => Sar.create(model, methodSettings(o)),
+  create: async (model, o) => streamed(await Sar.create(model, methodSettings(o)), o),
 };

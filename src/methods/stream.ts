@@ -1,14 +1,12 @@
 /**
  * The one stream loop of adaptation: `adapt` (run.ts), `train`'s evaluation and `serve` (service/engine.ts)
- * all push chunks of frames through it. A chunk is predicted and adapted on by the method (through the
- * runtime guard when there is one: out-of-memory back-off), the collapse guard watches the predictions of
- * methods that adapt, and every event goes to the observers — the progress bar, the JSON report, metrics,
+ * all push chunks of frames through it. A chunk is answered and learned from by the method (through the
+ * runtime guard when there is one: out-of-memory back-off; the method's own collapse guard may restore an
+ * earlier state), and every event goes to the observers — the progress bar, the JSON report, metrics,
  * checkpoints — so the loop itself knows none of them.
  */
-import { CollapseGuard } from "./collapse.ts";
 import type { Backoff, RuntimeGuard } from "../governor/guard.ts";
 import type { Tensor } from "../tensor.ts";
-import { adaptMethod } from "./registry.ts";
 import { type LogitStats, logitStats, type StepResult, type TtaMethod } from "./tta.ts";
 
 /** Where a chunk sits in the stream: adapt's --images segment and the chunk's index in it. */
@@ -43,20 +41,13 @@ export interface StreamObserver {
 export interface StreamOptions {
   /** Runs each step (out-of-memory back-off); without it the method steps directly. */
   guard?: RuntimeGuard;
-  /** Watch for collapsing predictions and reset (default true; never for methods that do not adapt). */
-  collapseGuard?: boolean;
-  /** Reset to the source state before every chunk (the episodic protocol). */
-  episodic?: boolean;
 }
 
 export class AdaptStream {
   readonly #observers: StreamObserver[] = [];
-  #collapse: CollapseGuard | null = null;
-  readonly #watch: boolean;
   #position: StreamPosition = { domain: 0, chunk: 0 };
 
   constructor(readonly method: TtaMethod, readonly options: StreamOptions = {}) {
-    this.#watch = options.collapseGuard !== false && !options.episodic && adaptMethod(method.name).adapts;
     if (options.guard) {
       const previous = options.guard.options.onBackoff;
       options.guard.options.onBackoff = async (b) => {
@@ -74,7 +65,6 @@ export class AdaptStream {
   /** Predict on x [n, c, h, w] and adapt on it; `at` places the chunk in the stream for the observers. */
   async process(x: Tensor, at: StreamPosition = this.#next()): Promise<ChunkEvent> {
     this.#position = at;
-    if (this.options.episodic) this.method.reset();
     const t0 = performance.now();
     const guard = this.options.guard;
     const result = guard ? await guard.run(this.method, x) : await this.method.step(x);
@@ -82,24 +72,13 @@ export class AdaptStream {
     const stats = logitStats(result.logits, result.classes);
     const event: ChunkEvent = { ...at, rows: x.shape[0], result, stats, ms };
     for (const o of this.#observers) o.chunk?.(event);
-    if (result.reset) {
-      this.#emitReset("method", result.resetReason ?? "method reset");
-      this.#collapse?.clear();
-    } else if (this.#watch) {
-      this.#collapse ??= new CollapseGuard(result.classes);
-      const reason = this.#collapse.observe(stats.predictions);
-      if (reason) {
-        this.method.reset();
-        this.#emitReset("collapse", reason);
-      }
-    }
+    if (result.reset) this.#emitReset(result.resetCause ?? "method", result.resetReason ?? "method reset");
     return event;
   }
 
   /** Back to the source state for a reason outside the method (a new domain, the API). */
   reset(cause: Exclude<ResetCause, "method" | "collapse">, reason: string): void {
     this.method.reset();
-    this.#collapse?.clear();
     this.#emitReset(cause, reason);
   }
 

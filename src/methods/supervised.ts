@@ -73,7 +73,6 @@ export async function evaluate(
     const report = await runAdaptation(backend, frozenPredictor(model), [{ name: "validation", set }], {
       batch: options.batch,
       preprocess: options.preprocess,
-      collapseGuard: false,
       resetPeak: false,
     });
     return report.error ?? 0;

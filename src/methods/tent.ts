@@ -14,6 +14,7 @@ import {
   optimizerFrom,
 } from "./backprop_method.ts";
 import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
+import { streamed } from "./streaming.ts";
 import type { SourceState } from "./tta.ts";
 
 export const TENT_DEFAULTS: OptimizerConfig = { kind: "adam", lr: 1e-3, beta1: 0.9, beta2: 0.999 };
@@ -22,7 +23,7 @@ export class Tent extends BackpropMethod {
   readonly name = "tent" as const;
 
   private constructor(model: Module, source: SourceState, options: BackpropOptions) {
-    super(model, source, optimizerFrom(TENT_DEFAULTS, options), options.plan);
+    super(model, source, optimizerFrom(TENT_DEFAULTS, options), options);
   }
 
   static async create(model: Module, options: BackpropOptions = {}): Promise<Tent> {
@@ -43,5 +44,5 @@ export const tent: AdaptDescriptor<"tent"> = {
   rank: 2,
   adapts: true,
   optimizer: TENT_DEFAULTS,
-  create: (model, o) => Tent.create(model, methodSettings(o)),
+  create: async (model, o) => streamed(await Tent.create(model, methodSettings(o)), o),
 };

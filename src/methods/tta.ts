@@ -1,7 +1,7 @@
 /**
- * What every test-time adaptation method shares: the method interface, BN discovery, source-state snapshots
- * for resets, and host-side statistics of a batch's logits (the N x C logits are read back once per batch:
- * predictions and filters are computed on the host, gradients on the device).
+ * What every test-time adaptation method shares: the method interface, BN discovery and robust BN modes,
+ * snapshots of the adapted state for resets, and host-side statistics of a batch's logits (the N x C logits
+ * are read back once per batch: predictions and filters are computed on the host, gradients on the device).
  */
 import type { Module } from "../nn/module.ts";
 import { BatchNorm2d } from "../nn/layers.ts";
@@ -18,9 +18,15 @@ export interface StepResult {
   updated: boolean;
   /** Samples that took part in the update (after EATA/SAR filtering). */
   used: number;
-  /** True when the method restored the source state on this batch (SAR's reset, the collapse guard). */
+  /** True when the method restored an earlier state on this batch (SAR's reset, the collapse guard). */
   reset: boolean;
   resetReason?: string;
+  /** "collapse" when the collapse guard made the reset. */
+  resetCause?: "method" | "collapse";
+  /** Learning steps this batch triggered. */
+  learned?: number;
+  /** The method's memory bank after this batch: frames kept, capacity, device bytes. */
+  bank?: { size: number; capacity: number; bytes: number };
 }
 
 export interface TtaMethod {
@@ -30,6 +36,8 @@ export interface TtaMethod {
   step(x: Tensor): Promise<StepResult>;
   /** Every tensor the method trains (the runtime guard snapshots them and clears their gradients). */
   trainables(): Tensor[];
+  /** Learn on minibatches of n frames from now on (the runtime guard's back-off). */
+  setLearningBatch?(n: number): void;
   /** Back to the source model and a fresh optimizer. */
   reset(): void;
   /** Adapted state (model + optimizer + method counters) for checkpoints. */
@@ -42,10 +50,26 @@ export function batchNorms(model: Module): [string, BatchNorm2d][] {
   return model.namedModules().filter((e): e is [string, BatchNorm2d] => e[1] instanceof BatchNorm2d);
 }
 
-/** TENT's configuration: train mode (batch statistics) without updating the running ones. */
-export function useBatchStatistics(model: Module): void {
+/**
+ * Robust BN (RoTTA's RBN, simplified): every BN keeps target statistics as its running ones, an exponential
+ * moving average started from the source statistics. Predictions normalise with them (eval mode: never with
+ * the statistics of the frames being predicted, so a batch of one is as good as a batch of 64, and the first
+ * frames behave like the source model); learning normalises a minibatch of the memory bank with its own
+ * statistics and, when the statistics follow the bank, moves the average by `momentum`.
+ */
+export function setStatsMomentum(model: Module, momentum: number): void {
+  for (const [, bn] of batchNorms(model)) bn.momentum = momentum;
+}
+
+/** Predict with the target statistics (see setStatsMomentum). */
+export function predictMode(model: Module): void {
+  model.eval();
+}
+
+/** Learn on a minibatch: batch statistics; `track` moves the target statistics toward the minibatch's. */
+export function learnMode(model: Module, track: boolean): void {
   model.train();
-  for (const [, bn] of batchNorms(model)) bn.trackRunningStats = false;
+  for (const [, bn] of batchNorms(model)) bn.trackRunningStats = track;
 }
 
 /** Make BN affine parameters the only trainable ones (TENT, EATA, SAR); returns them. */
@@ -62,16 +86,37 @@ export function trainBnAffine(model: Module): Tensor[] {
   return model.setTrainable((_name, p) => affine.has(p));
 }
 
-/** A host copy of the model's parameters and buffers, to reset to. */
+/** Names of the model state BN layers own (affine and statistics): all that BN-based adaptation changes. */
+function bnStateNames(model: Module): Set<string> {
+  const names = new Set<string>();
+  for (const [prefix, bn] of batchNorms(model)) {
+    for (const [k] of bn.namedState()) names.add(prefix ? `${prefix}.${k}` : k);
+  }
+  return names;
+}
+
+/** A host copy of the model's BN state (affine and statistics): what adapting methods change. */
+export async function bnState(model: Module): Promise<Record<string, Float32Array>> {
+  const keep = bnStateNames(model);
+  const out: Record<string, Float32Array> = {};
+  for (const [k, t] of model.namedState()) {
+    if (!keep.has(k)) continue;
+    const d = await t.data();
+    out[k] = d instanceof Float32Array ? d : Float32Array.from(d);
+  }
+  return out;
+}
+
+/** A host copy of the model's BN state, to reset to (the rest of the model never changes). */
 export class SourceState {
   private constructor(readonly state: Record<string, Float32Array>) {}
 
   static async of(model: Module): Promise<SourceState> {
-    return new SourceState(await model.state());
+    return new SourceState(await bnState(model));
   }
 
   restore(model: Module): void {
-    model.loadState(this.state);
+    model.loadState(this.state, { strict: false });
   }
 }
 

@@ -97,7 +97,8 @@ export class BatchNorm2d extends Module {
   readonly runningMean: Tensor;
   readonly runningVar: Tensor;
   readonly eps: number;
-  readonly momentum: number;
+  /** Weight of a batch in the running statistics; streaming adaptation sets its own (robust BN). */
+  momentum: number;
   readonly affine: boolean;
   /**
    * Update the running statistics in train mode (PyTorch's track_running_stats). TENT-style adaptation turns

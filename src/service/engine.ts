@@ -7,6 +7,7 @@
 import type { Backend } from "../backend/backend.ts";
 import type { RuntimeGuard } from "../governor/guard.ts";
 import { AdaptStream, type ResetEvent } from "../methods/stream.ts";
+import { isVariableStateKey } from "../methods/streaming.ts";
 import type { TtaMethod } from "../methods/tta.ts";
 import { Tensor } from "../tensor.ts";
 import { type Checkpoint, type CheckpointStore, checkSameTensors, sha256Hex } from "./checkpoint.ts";
@@ -32,7 +33,6 @@ export interface EngineOptions {
   store: CheckpointStore | null;
   /** Write a checkpoint every this many steps (0: only on shutdown and reset). */
   checkpointEvery: number;
-  collapseGuard?: boolean;
   /** Runs each step with out-of-memory back-off (its backend must be the model's GuardedBackend). */
   guard?: RuntimeGuard;
   log?: (message: string) => void;
@@ -68,10 +68,7 @@ export class AdaptEngine {
   constructor(readonly options: EngineOptions) {
     this.method = options.method;
     this.#log = options.log ?? ((m) => console.error(`edgetrain serve: ${m}`));
-    this.stream = new AdaptStream(options.method, {
-      guard: options.guard,
-      collapseGuard: options.collapseGuard,
-    }).observe({
+    this.stream = new AdaptStream(options.method, { guard: options.guard }).observe({
       chunk: (e) => {
         this.stepLatency.observe(e.ms / 1000);
         this.steps++;
@@ -97,7 +94,10 @@ export class AdaptEngine {
   async resume(): Promise<CheckpointInfo | null> {
     const store = this.options.store;
     if (!store) return null;
-    const current = await this.method.state();
+    // The bank's entries grow with the stream: only the fixed-size state must match the checkpoint's.
+    const current = Object.fromEntries(
+      Object.entries(await this.method.state()).filter(([k]) => !isVariableStateKey(k)),
+    );
     const accept = (ck: Checkpoint) => {
       checkSameTensors(ck, current);
       try {

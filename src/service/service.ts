@@ -37,7 +37,14 @@ export interface ServiceOptions {
   state: string;
   hostname: string;
   port: number;
-  batch: number;
+  /** The learning minibatch: the memory bank's frames (the planner's batch). */
+  memory: number;
+  /** Learn after this many new frames (default: memory). */
+  every?: number;
+  statsFrom?: "bank" | "stream";
+  /** Most requests answered together in one forward. */
+  maxChunk: number;
+  /** Wait at most this long for more requests to answer together (0: answer as soon as free). */
   flushMs: number;
   checkpointEvery: number;
   keepCheckpoints?: number;
@@ -63,9 +70,18 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   await Deno.mkdir(o.state, { recursive: true });
   const modelSha256 = await sha256Hex(o.modelBytes);
   const descriptor = adaptMethod(o.method);
-  const method = await descriptor.create(o.module, { lr: o.lr, name: o.modelPath });
+  const method = await descriptor.create(o.module, {
+    lr: o.lr,
+    name: o.modelPath,
+    stream: {
+      capacity: o.memory,
+      every: o.every ?? o.memory,
+      statsFrom: o.statsFrom,
+      collapseGuard: o.collapseGuard,
+    },
+  });
   const guard = new RuntimeGuard(o.backend, {
-    batch: o.batch,
+    batch: o.memory,
     store: o.store,
     backward: descriptor.backward,
     peakOf: o.peakOf,
@@ -84,7 +100,6 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     modelSha256,
     store,
     checkpointEvery: o.checkpointEvery,
-    collapseGuard: o.collapseGuard,
     guard,
     log,
   });
@@ -96,7 +111,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   );
 
   const batcher: Batcher<Float32Array, Prediction> = new Batcher({
-    batch: o.batch,
+    batch: o.maxChunk,
     flushMs: o.flushMs,
     run: async (xs) => {
       const out = await engine.step(xs);
@@ -158,7 +173,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   }, handler);
   await listening.promise;
   log(
-    `${method.name} on ${o.backend.name}, batch ${o.batch}, store ${o.store}, listening on ${url}`,
+    `${method.name} on ${o.backend.name}, memory ${o.memory}, store ${o.store}, listening on ${url}`,
   );
   await spool?.start();
 

@@ -28,7 +28,7 @@ backendTest(
     const tentNet = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
     const tent = await Tent.create(tentNet);
     b.ledger.resetPeak();
-    await tent.step(x);
+    await tent.learn(x);
     const tentSaved = b.ledger.snapshot().peak.saved;
     tent.dispose();
     tentNet.dispose();
@@ -55,7 +55,7 @@ backendTest(
     });
     const before = b.ledger.snapshot();
     b.ledger.resetPeak();
-    await eco.step(x);
+    await eco.learn(x);
     stop();
     await b.sync();
     const snap = b.ledger.snapshot();
@@ -78,7 +78,7 @@ backendTest(
     equal(snap.live.grads, 0);
     equal(snap.live.activations, before.live.activations);
     const after = b.ledger.liveBytes;
-    for (let i = 0; i < 3; i++) await eco.step(x);
+    for (let i = 0; i < 3; i++) await eco.learn(x);
     equal(b.ledger.liveBytes, after);
     eco.dispose();
     net.dispose();

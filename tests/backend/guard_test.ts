@@ -3,8 +3,7 @@ import { backendTest } from "../_backends.ts";
 import type { Backend } from "../../src/backend/backend.ts";
 import { OutOfMemoryError } from "../../src/backend/backend.ts";
 import { buildIrbNet, type IrbNet } from "../../src/nn/mobilenet.ts";
-import { Sar } from "../../src/methods/sar.ts";
-import { Tent } from "../../src/methods/tent.ts";
+import { createMethod } from "../../src/methods/registry.ts";
 import { runAdaptation } from "../../src/methods/run.ts";
 import type { TtaMethod } from "../../src/methods/tta.ts";
 import { sizeOf, Tensor } from "../../src/tensor.ts";
@@ -31,6 +30,15 @@ async function affine(model: IrbNet): Promise<number[][]> {
   return await Promise.all(model.trainableParameters().map(async (p) => Array.from(await p.data())));
 }
 
+/** SAR with every sample passing its filter, learning on every chunk of `batch` frames. */
+function sarOn(model: IrbNet, batch: number) {
+  return createMethod("sar", model, {
+    lr: 0.05,
+    extra: { entropyMargin: 1.01, resetEntropy: -1 },
+    stream: { capacity: batch, every: batch, collapseGuard: false },
+  });
+}
+
 /** A model on a guarded, capped backend: the guard undoes steps, the cap plays a small device. */
 function guarded(b: Backend) {
   const capped = new MemoryCappedBackend(b, Infinity);
@@ -42,7 +50,7 @@ backendTest("RuntimeGuard backs off on out-of-memory mid-stream and loses no ada
   const { capped, backend, model } = guarded(b);
   const est = new Estimator(net, INPUT);
   // SAR perturbs the weights between its two passes: the guard must put them back.
-  const sar = await Sar.create(model, { entropyMargin: 1.01, resetEntropy: -1, lr: 0.05 });
+  const sar = await sarOn(model, BATCH);
   const before = capped.ledger.liveBytes;
   // Transient bytes of a step on top of what lives between steps (weights, optimizer, the guard's copy).
   const transient = async (store: "fp32" | "int4") => {
@@ -102,7 +110,7 @@ backendTest(
   "RuntimeGuard rethrows out-of-memory at the bottom of its ladder and other errors at once",
   async (b) => {
     const { capped, backend, model } = guarded(b);
-    const tent = await Tent.create(model);
+    const tent = await createMethod("tent", model, { stream: { capacity: 4, collapseGuard: false } });
     const guard = new RuntimeGuard(backend, { batch: 4, store: "int4", backward: true, minBatch: 2 });
     const set = randomImages(4, INPUT);
     // Room for the guard's parameter copy, the input (4 KiB) and one half-batch chunk (2 KiB), none for the forward.
@@ -134,7 +142,7 @@ backendTest(
 
 backendTest("RuntimeGuard restores parameters a step changed before it ran out of memory", async (b) => {
   const { capped, backend, model } = guarded(b);
-  const sar = await Sar.create(model, { entropyMargin: 1.01, resetEntropy: -1, lr: 0.05 });
+  const sar = await sarOn(model, 4);
   let afterUndo: number[][] = [];
   const guard = new RuntimeGuard(backend, {
     batch: 4,

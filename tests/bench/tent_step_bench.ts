@@ -36,17 +36,17 @@ export async function edgetrainTentStep(
   const net = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
   const tent = await Tent.create(net);
   const x = Tensor.from(b, input(batch), [batch, 1, 32, 32]);
-  const first = await tent.step(x); // warm-up: compiles pipelines, fills the pool
+  const first = await tent.learn(x); // warm-up: compiles pipelines, fills the pool
   b.ledger.resetPeak();
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await tent.step(x);
+  for (let i = 0; i < steps; i++) await tent.learn(x);
   await b.sync();
   const ms = (performance.now() - t0) / steps;
   const peak = b.ledger.snapshot().peak.saved;
   x.dispose();
   tent.dispose();
   net.dispose();
-  return { ms_per_step: ms, first_loss: first.entropy, steps, peak_saved_bytes: peak };
+  return { ms_per_step: ms, first_loss: first.entropy!, steps, peak_saved_bytes: peak };
 }
 
 /** TF.js weights in its layouts from the edgetrain net's state (so both do the same arithmetic). */

@@ -1,6 +1,7 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { CpuBackend } from "../../src/backend/cpu.ts";
-import { Tent } from "../../src/methods/tent.ts";
+import { createMethod } from "../../src/methods/registry.ts";
+import type { TtaMethod } from "../../src/methods/tta.ts";
 import { buildIrbNet } from "../../src/nn/mobilenet.ts";
 import { Rng } from "../../src/random.ts";
 import {
@@ -122,7 +123,7 @@ Deno.test("AdaptEngine.resume() restores a Tent state exactly (model and Adam mo
     });
   const store = () =>
     new CheckpointStore(dir, { modelSha256: HEADER.model_sha256, method: "tent", warn: () => {} });
-  const engine = (m: Awaited<ReturnType<typeof Tent.create>>) =>
+  const engine = (m: TtaMethod) =>
     new AdaptEngine({
       backend: b,
       method: m,
@@ -135,11 +136,12 @@ Deno.test("AdaptEngine.resume() restores a Tent state exactly (model and Adam mo
     });
   const rng = new Rng(5);
   const inputs = Array.from({ length: 4 }, () => Array.from({ length: 6 }, () => rng.normals(256)));
-  const a = engine(await Tent.create(net(), { lr: 0.01 }));
+  const tent = () => createMethod("tent", net(), { lr: 0.01, stream: { capacity: 6, collapseGuard: false } });
+  const a = engine(await tent());
   for (const xs of inputs.slice(0, 2)) await a.step(xs);
   ok(a.checkpointDue());
   await a.checkpoint("test");
-  const b2 = engine(await Tent.create(net(), { lr: 0.01 }));
+  const b2 = engine(await tent());
   equal((await b2.resume())?.step, 2);
   equal(b2.steps, 2);
   equal(b2.total.predictions, 12);

@@ -57,26 +57,26 @@ Deno.test("EcoTta.create() with init identity starts as the source model: first 
   const want = await sourceLogits(net, x);
   const eco = await EcoTta.create(net, { init: "identity" });
   deepEqual(eco.partitionSizes, [1, 1, 2, 2]);
-  const got = await eco.step(x);
+  const got = await eco.predict(x);
   // Eval BN with running variance 1 - eps and a zero conv: identity up to float32 rounding.
   ok(maxAbsDiff(got.logits, want) < 1e-5, `max |diff| ${maxAbsDiff(got.logits, want)}`);
   x.dispose();
   eco.dispose();
 });
 
-Deno.test("EcoTta.step() trains only the meta networks and lowers the entropy of a repeated batch", async () => {
+Deno.test("EcoTta.learn() trains only the meta networks and lowers the entropy of a repeated batch", async () => {
   const net = smallNet();
   const before = await net.state();
   // E0 = ln C keeps every sample, so the entropy term always applies.
   const eco = await EcoTta.create(net, { entropyMargin: 1, kind: "adam", lr: 1e-2 });
   const metaBefore = await eco.state();
   const x = batch(2);
-  const first = await eco.step(x);
+  const first = await eco.learn(x);
   equal(first.updated, true);
   equal(first.used, 8);
   let last = first;
-  for (let i = 0; i < 8; i++) last = await eco.step(x);
-  ok(last.entropy < first.entropy, `entropy ${first.entropy} -> ${last.entropy}`);
+  for (let i = 0; i < 8; i++) last = await eco.learn(x);
+  ok(last.entropy! < first.entropy!, `entropy ${first.entropy} -> ${last.entropy}`);
   const after = await net.state();
   for (const k of Object.keys(before)) deepEqual(after[k], before[k], `${k} must stay frozen`);
   const metaAfter = await eco.state();
@@ -90,15 +90,15 @@ Deno.test("EcoTta.step() trains only the meta networks and lowers the entropy of
   eco.dispose();
 });
 
-Deno.test("EcoTta.step() with no confident sample updates on the regulariser alone", async () => {
+Deno.test("EcoTta.learn() with no confident sample updates on the regulariser alone", async () => {
   const net = smallNet();
   const eco = await EcoTta.create(net, { entropyMargin: 0 });
   const x = batch(3);
-  const r = await eco.step(x);
+  const r = await eco.learn(x);
   equal(r.used, 0);
   equal(r.updated, true);
   const frozen = await EcoTta.create(smallNet(), { entropyMargin: 0, lambda: 0 });
-  const r0 = await frozen.step(x);
+  const r0 = await frozen.learn(x);
   equal(r0.updated, false, "lambda 0 and no confident sample: nothing to learn from");
   x.dispose();
   eco.dispose();
@@ -109,11 +109,13 @@ Deno.test("EcoTta.reset() restores the meta networks and a fresh optimizer", asy
   const eco = await EcoTta.create(smallNet(), { entropyMargin: 1, kind: "adam", lr: 1e-2 });
   const start = await eco.state();
   const x = batch(4);
-  const a = await eco.step(x);
-  await eco.step(x);
+  await eco.learn(x);
+  const a = await eco.predict(x);
+  await eco.learn(x);
   eco.reset();
   deepEqual(await eco.state(), start);
-  const c = await eco.step(x);
+  await eco.learn(x);
+  const c = await eco.predict(x);
   deepEqual(Array.from(c.logits), Array.from(a.logits));
   x.dispose();
   eco.dispose();
@@ -122,12 +124,14 @@ Deno.test("EcoTta.reset() restores the meta networks and a fresh optimizer", asy
 Deno.test("EcoTta.loadState() continues from a checkpoint exactly", async () => {
   const x = batch(5), x2 = batch(6);
   const one = await EcoTta.create(smallNet(), { entropyMargin: 1 });
-  await one.step(x);
+  await one.learn(x);
   const saved = await one.state();
   ok(Object.keys(saved).some((k) => k.startsWith("optimizer.")), "the SGD momentum is in the state");
   const two = await EcoTta.create(smallNet(), { entropyMargin: 1 });
   two.loadState(saved);
-  deepEqual(Array.from((await two.step(x2)).logits), Array.from((await one.step(x2)).logits));
+  await two.learn(x2);
+  await one.learn(x2);
+  deepEqual(Array.from((await two.predict(x2)).logits), Array.from((await one.predict(x2)).logits));
   for (const t of [x, x2]) t.dispose();
   one.dispose();
   two.dispose();
@@ -167,7 +171,7 @@ Deno.test("EcoTta warm-up calibration makes batch-statistics meta BNs reproduce 
   const eco = await EcoTta.create(net, { warmup: { set } });
   deepEqual(eco.warmupReport, { images: 16, epochs: 0, loss: null });
   ok(eco.metaNets.every((m) => m.batchStats), "every BN_k normalises with batch statistics");
-  const got = await eco.step(x);
+  const got = await eco.predict(x);
   ok(maxAbsDiff(got.logits, want) < 1e-3, `max |diff| ${maxAbsDiff(got.logits, want)}`);
   x.dispose();
   eco.dispose();
@@ -195,7 +199,9 @@ Deno.test("EcoTta on an ONNX-imported IRB net adapts exactly as on the IrbNet it
   const native = await EcoTta.create(net, { entropyMargin: 1 });
   const imported = await EcoTta.create(onnx, { entropyMargin: 1, name: "small.onnx" });
   for (let i = 0; i < 3; i++) {
-    const [p, q] = [await native.step(x), await imported.step(x)];
+    await native.learn(x);
+    await imported.learn(x);
+    const [p, q] = [await native.predict(x), await imported.predict(x)];
     ok(maxAbsDiff(p.logits, q.logits) < 1e-4, `step ${i}: max |diff| ${maxAbsDiff(p.logits, q.logits)}`);
   }
   x.dispose();

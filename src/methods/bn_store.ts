@@ -1,0 +1,113 @@
+/**
+ * A device copy of every BN layer's state (affine and statistics) of a model: what BN-based adaptation
+ * changes, so a teacher (RoTTA) or an adapter slot can keep its own version of it beside the shared, frozen
+ * backbone, and swap it in to run the model.
+ */
+import type { Module } from "../nn/module.ts";
+import type { BatchNorm2d } from "../nn/layers.ts";
+import type { Category } from "../memory/ledger.ts";
+import { keep, Tensor } from "../tensor.ts";
+import { batchNorms } from "./tta.ts";
+
+function copy(from: Tensor, to: Tensor): void {
+  from.backend.run("copy", { x: from.storage, out: to.storage, attrs: { n: from.size, srcOffset: 0, dstOffset: 0 } });
+}
+
+/** The four tensors of a BN layer, in a fixed order. */
+function tensorsOf(bn: BatchNorm2d): Tensor[] {
+  return [bn.weight, bn.bias, bn.runningMean, bn.runningVar];
+}
+
+export class BnStore {
+  readonly #layers: BatchNorm2d[];
+  readonly #tensors: Tensor[][];
+
+  private constructor(layers: BatchNorm2d[], tensors: Tensor[][]) {
+    this.#layers = layers;
+    this.#tensors = tensors;
+  }
+
+  /** A store holding a copy of `model`'s current BN state. */
+  static of(model: Module, category: Category = "optimizer"): BnStore {
+    const layers = batchNorms(model).map(([, bn]) => bn);
+    const tensors = layers.map((bn) =>
+      tensorsOf(bn).map((t) => keep(Tensor.empty(t.backend, t.shape, { category })))
+    );
+    const store = new BnStore(layers, tensors);
+    store.copyFrom();
+    return store;
+  }
+
+  /** Device bytes of the store. */
+  get bytes(): number {
+    return this.#tensors.flat().reduce((s, t) => s + t.storage.bytes, 0);
+  }
+
+  /** The model's BN state into this store. */
+  copyFrom(): void {
+    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copy(t, this.#tensors[i][j])));
+  }
+
+  /** This store into the model's BN layers. */
+  copyTo(): void {
+    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copy(this.#tensors[i][j], t)));
+  }
+
+  /** Also copy another store's values into this one (same model). */
+  copyFromStore(other: BnStore): void {
+    this.#tensors.forEach((ts, i) => ts.forEach((t, j) => copy(other.#tensors[i][j], t)));
+  }
+
+  /**
+   * The affine part moves toward the model's: a <- a + nu (model - a) (a mean teacher, Tarvainen & Valpola
+   * 2017); the statistics are left to the forwards that run with this store swapped in.
+   */
+  emaAffineFrom(nu: number): void {
+    this.#layers.forEach((bn, i) => {
+      for (const j of [0, 1]) {
+        const own = this.#tensors[i][j], model = tensorsOf(bn)[j];
+        const b = own.backend;
+        const diff = Tensor.empty(b, own.shape, { category: "workspace" });
+        b.run("binary", {
+          a: model.storage,
+          b: own.storage,
+          out: diff.storage,
+          attrs: { op: "sub", shape: [own.size], aStrides: [1], bStrides: [1] },
+        });
+        b.run("axpy", { x: diff.storage, out: own.storage, attrs: { n: own.size, alpha: nu, accumulate: true } });
+        diff.dispose();
+      }
+    });
+  }
+
+  /** Host copies keyed `PREFIX.layer.{weight,bias,running_mean,running_var}` (checkpoints). */
+  async state(prefix: string): Promise<Record<string, Float32Array>> {
+    const out: Record<string, Float32Array> = {};
+    const names = ["weight", "bias", "running_mean", "running_var"];
+    for (const [i, ts] of this.#tensors.entries()) {
+      for (const [j, t] of ts.entries()) {
+        const d = await t.data();
+        out[`${prefix}.${i}.${names[j]}`] = d instanceof Float32Array ? d : Float32Array.from(d);
+      }
+    }
+    return out;
+  }
+
+  loadState(prefix: string, state: Record<string, ArrayLike<number>>): void {
+    const names = ["weight", "bias", "running_mean", "running_var"];
+    this.#tensors.forEach((ts, i) =>
+      ts.forEach((t, j) => {
+        const v = state[`${prefix}.${i}.${names[j]}`];
+        if (v === undefined) return;
+        if (v.length !== t.size) {
+          throw new Error(`BnStore: "${prefix}.${i}.${names[j]}" has ${v.length} values, expected ${t.size}`);
+        }
+        t.backend.write(t.storage, v);
+      })
+    );
+  }
+
+  dispose(): void {
+    for (const t of this.#tensors.flat()) t.dispose();
+  }
+}
