@@ -1,0 +1,489 @@
+/**
+ * A small HTTP/1.1 server over `Deno.listen`, used by the service instead of `Deno.serve` because it needs
+ * three things `Deno.serve` does not offer: a deadline for a request's head and one for its body (slow
+ * clients, "slowloris", otherwise hold a connection for ever), a cap on open connections, and a shutdown
+ * that can drop the connections still sending once the final checkpoint is written (Deno.serve's
+ * shutdown() waits for them; its abort signal cannot be ordered after the checkpoint per connection).
+ *
+ * It speaks what the API needs and refuses the rest: origin-form targets, `Content-Length` or `chunked`
+ * request bodies (both at once is refused: request smuggling), keep-alive, `Expect: 100-continue`.
+ * Responses are buffered and sent with `Content-Length` (the API's replies are small).
+ */
+
+export interface HttpLimits {
+  /** The request line and headers must arrive within this many ms of the wait for them starting. */
+  headerTimeoutMs: number;
+  /** The body must arrive within this many ms of the head. */
+  bodyTimeoutMs: number;
+  /** Largest request head (request line and headers). */
+  maxHeaderBytes: number;
+  /** Open connections; one more is answered 503 and closed at once. */
+  maxConnections: number;
+}
+
+export const DEFAULT_LIMITS: HttpLimits = {
+  headerTimeoutMs: 10_000,
+  bodyTimeoutMs: 30_000,
+  maxHeaderBytes: 16 * 1024,
+  maxConnections: 64,
+};
+
+/** A request that breaks the protocol or its limits; `status` is the reply it gets. */
+export class HttpError extends Error {
+  override name = "HttpError";
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+/** The head or body did not arrive within its deadline (408; the connection is then closed). */
+export class RequestTimeoutError extends HttpError {
+  override name = "RequestTimeoutError";
+  constructor(message: string) {
+    super(408, message);
+  }
+}
+
+const REASONS: Record<number, string> = {
+  100: "Continue",
+  200: "OK",
+  400: "Bad Request",
+  401: "Unauthorized",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  422: "Unprocessable Content",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+};
+
+const enc = new TextEncoder();
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const CRLF2 = [13, 10, 13, 10];
+
+/** Buffered reads from one connection, each bounded by a deadline. */
+class ConnReader {
+  buf = new Uint8Array(0);
+  /** Bytes read on this connection so far (to tell an idle keep-alive close from a slow client). */
+  total = 0;
+  constructor(readonly conn: Deno.Conn) {}
+
+  /** Reads once more; false on EOF. Throws RequestTimeoutError when `deadline` passes first. */
+  async fill(deadline: number): Promise<boolean> {
+    const chunk = new Uint8Array(16 * 1024);
+    const read = this.conn.read(chunk);
+    read.catch(() => {}); // after a timeout the connection is closed and this read rejects
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), deadline - Date.now()));
+    try {
+      const n = await Promise.race([read, late]);
+      if (n === "late") throw new RequestTimeoutError("The client was too slow sending the request");
+      if (n === null) return false;
+      this.total += n;
+      const merged = new Uint8Array(this.buf.length + n);
+      merged.set(this.buf, 0);
+      merged.set(chunk.subarray(0, n), this.buf.length);
+      this.buf = merged;
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  take(n: number): Uint8Array {
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /** The bytes up to and including the first CRLFCRLF; null on EOF before any byte. */
+  async head(deadline: number, max: number): Promise<Uint8Array | null> {
+    for (let from = 0;;) {
+      for (let i = Math.max(0, from - 3); i + 4 <= this.buf.length; i++) {
+        if (CRLF2.every((b, k) => this.buf[i + k] === b)) return this.take(i + 4);
+      }
+      from = this.buf.length;
+      if (this.buf.length > max) throw new HttpError(431, `The request head is larger than ${max} bytes`);
+      if (!(await this.fill(deadline))) {
+        if (this.buf.length === 0) return null;
+        throw new HttpError(400, "The connection closed in the middle of the request head");
+      }
+    }
+  }
+
+  /** One CRLF-terminated line (chunked framing), at most `max` bytes. */
+  async line(deadline: number, max: number): Promise<string> {
+    for (;;) {
+      const i = this.buf.indexOf(10);
+      if (i >= 0) return new TextDecoder().decode(this.take(i + 1)).replace(/\r?\n$/, "");
+      if (this.buf.length > max) throw new HttpError(400, "A chunk-size line is too long");
+      if (!(await this.fill(deadline))) throw new HttpError(400, "The connection closed in a chunked body");
+    }
+  }
+
+  async exactly(n: number, deadline: number): Promise<Uint8Array> {
+    while (this.buf.length < n) {
+      if (!(await this.fill(deadline))) throw new HttpError(400, "The connection closed in the body");
+    }
+    return this.take(n);
+  }
+}
+
+interface Head {
+  method: string;
+  target: string;
+  http10: boolean;
+  headers: Headers;
+}
+
+function parseHead(bytes: Uint8Array): Head {
+  const text = new TextDecoder("latin1").decode(bytes);
+  const lines = text.slice(0, -4).split("\r\n");
+  const m = /^([A-Z]+) (\/[^\s]*) HTTP\/1\.([01])$/.exec(lines[0]);
+  if (!m) {
+    if (/^[A-Z]+ \S+ HTTP\/\d/.test(lines[0])) {
+      throw new HttpError(/HTTP\/1\.[01]$/.test(lines[0]) ? 400 : 505, "Unsupported request line");
+    }
+    throw new HttpError(400, "Malformed request line");
+  }
+  const headers = new Headers();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    const name = colon > 0 ? line.slice(0, colon) : "";
+    const value = line.slice(colon + 1).trim();
+    if (!TOKEN.test(name) || /[\0\r\n]/.test(value)) throw new HttpError(400, "Malformed header line");
+    headers.append(name, value);
+  }
+  return { method: m[1], target: m[2], http10: m[3] === "0", headers };
+}
+
+type Framing = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
+
+function framing(h: Headers): Framing {
+  const te = h.get("transfer-encoding");
+  const cl = h.get("content-length");
+  if (te !== null) {
+    if (cl !== null) throw new HttpError(400, "Both Transfer-Encoding and Content-Length are given");
+    if (te.trim().toLowerCase() !== "chunked") {
+      throw new HttpError(501, `Transfer-Encoding "${te}" is not supported (only chunked)`);
+    }
+    return { kind: "chunked" };
+  }
+  if (cl === null) return { kind: "none" };
+  // Repeated headers arrive joined by ", "; every copy must agree.
+  const values = new Set(cl.split(",").map((v) => v.trim()));
+  const v = [...values][0];
+  if (values.size !== 1 || !/^\d{1,15}$/.test(v)) throw new HttpError(400, `Bad Content-Length "${cl}"`);
+  return Number(v) === 0 ? { kind: "none" } : { kind: "length", length: Number(v) };
+}
+
+/** Connection state, for drain() (idle ones close at once) and for reporting. */
+type State = "idle" | "body" | "handler" | "write";
+
+interface Connection {
+  conn: Deno.Conn;
+  reader: ConnReader;
+  state: State;
+  closed: boolean;
+}
+
+export interface HttpServerOptions extends Partial<HttpLimits> {
+  hostname: string;
+  port: number;
+  /** A handler that throws: logged here, answered 500. */
+  onError?: (error: unknown) => void;
+}
+
+export type HttpHandler = (req: Request) => Promise<Response>;
+
+export class HttpServer {
+  readonly addr: Deno.NetAddr;
+  readonly limits: HttpLimits;
+  /** Connections refused because the cap was reached, since start. */
+  refused = 0;
+  #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  #conns = new Set<Connection>();
+  #draining = false;
+  #accepting: Promise<void>;
+  #handler: HttpHandler;
+  #onError: (e: unknown) => void;
+
+  constructor(options: HttpServerOptions, handler: HttpHandler) {
+    this.limits = {
+      headerTimeoutMs: options.headerTimeoutMs ?? DEFAULT_LIMITS.headerTimeoutMs,
+      bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs,
+      maxHeaderBytes: options.maxHeaderBytes ?? DEFAULT_LIMITS.maxHeaderBytes,
+      maxConnections: options.maxConnections ?? DEFAULT_LIMITS.maxConnections,
+    };
+    this.#handler = handler;
+    this.#onError = options.onError ?? ((e) => console.error(`edgetrain: http: ${(e as Error).message}`));
+    this.#listener = Deno.listen({ hostname: options.hostname, port: options.port });
+    this.addr = this.#listener.addr;
+    this.#accepting = this.#accept();
+  }
+
+  /** Open connections. */
+  get connections(): number {
+    return this.#conns.size;
+  }
+
+  async #accept(): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (e) {
+        if (this.#draining || e instanceof Deno.errors.BadResource) return;
+        this.#onError(e); // e.g. EMFILE: wait a little rather than spin
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (this.#conns.size >= this.limits.maxConnections) {
+        this.refused++;
+        refuse(conn, 503, `Too many connections (the limit is ${this.limits.maxConnections})`);
+        continue;
+      }
+      const c: Connection = { conn, reader: new ConnReader(conn), state: "idle", closed: false };
+      this.#conns.add(c);
+      this.#serve(c).finally(() => {
+        closeConn(c);
+        this.#conns.delete(c);
+      });
+    }
+  }
+
+  async #serve(c: Connection): Promise<void> {
+    const r = c.reader;
+    const { headerTimeoutMs, bodyTimeoutMs, maxHeaderBytes } = this.limits;
+    for (;;) {
+      c.state = "idle";
+      let head: Head;
+      let bytes: Uint8Array | null;
+      try {
+        bytes = await r.head(Date.now() + headerTimeoutMs, maxHeaderBytes);
+        if (bytes === null) return;
+        head = parseHead(bytes);
+      } catch (e) {
+        // A keep-alive connection that stayed silent is closed without a word; a slow one gets 408.
+        if (e instanceof RequestTimeoutError && r.buf.length === 0) return;
+        const status = e instanceof HttpError ? e.status : 400;
+        await send(c, status, { error: (e as Error).message }, false, false);
+        return;
+      }
+      c.state = "body";
+      let f: Framing;
+      try {
+        f = framing(head.headers);
+      } catch (e) {
+        await send(c, (e as HttpError).status, { error: (e as Error).message }, false, false);
+        return;
+      }
+      const body = new BodyReader(r, f, Date.now() + bodyTimeoutMs, head.headers, c);
+      let res: Response;
+      try {
+        const req = new Request(`http://${hostOf(this.addr)}${head.target}`, {
+          method: head.method,
+          headers: head.headers,
+          body: f.kind === "none" || head.method === "GET" || head.method === "HEAD" ? null : body.stream(),
+        });
+        c.state = "handler";
+        res = await this.#handler(req);
+      } catch (e) {
+        this.#onError(e);
+        res = Response.json({ error: "Internal error" }, { status: 500 });
+      }
+      if (c.closed) return;
+      const keep = !head.http10 && !this.#draining && body.complete &&
+        !/\bclose\b/i.test(head.headers.get("connection") ?? "");
+      c.state = "write";
+      if (!(await writeResponse(c, res, head.method === "HEAD", keep)) || !keep) return;
+    }
+  }
+
+  /**
+   * Stops accepting connections and closes the idle ones; requests still in progress may finish, and their
+   * connections close after the reply.
+   */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    for (const c of this.#conns) if (isIdle(c)) closeConn(c);
+  }
+
+  /**
+   * Drains, then closes every connection still open: clients still sending a head or a body, and replies
+   * not yet written after `graceMs`.
+   */
+  async close(graceMs = 1000): Promise<void> {
+    this.drain();
+    for (const c of this.#conns) if (c.state === "idle" || c.state === "body") closeConn(c);
+    const deadline = Date.now() + graceMs;
+    while (this.#conns.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of this.#conns) closeConn(c);
+    await this.#accepting;
+  }
+}
+
+/** Streams a request body, framed by Content-Length or chunked, within one deadline. */
+class BodyReader {
+  complete: boolean;
+  #started = false;
+  constructor(
+    readonly r: ConnReader,
+    readonly f: Framing,
+    readonly deadline: number,
+    readonly headers: Headers,
+    readonly c: Connection,
+  ) {
+    this.complete = f.kind === "none";
+  }
+
+  stream(): ReadableStream<Uint8Array> {
+    let left = this.f.kind === "length" ? this.f.length : 0;
+    let chunkLeft = 0;
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        try {
+          if (!this.#started) {
+            this.#started = true;
+            if (/^100-continue$/i.test(this.headers.get("expect") ?? "")) {
+              await writeAll(this.c.conn, enc.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+            }
+          }
+          if (this.f.kind === "length") {
+            if (this.r.buf.length === 0 && !(await this.r.fill(this.deadline))) {
+              throw new HttpError(400, "The connection closed in the body");
+            }
+            const part = this.r.take(Math.min(left, this.r.buf.length));
+            left -= part.length;
+            controller.enqueue(part.slice());
+            if (left === 0) this.#finish(controller);
+            return;
+          }
+          if (chunkLeft === 0) {
+            const size = (await this.r.line(this.deadline, 1024)).split(";")[0].trim();
+            if (!/^[0-9a-fA-F]{1,12}$/.test(size)) throw new HttpError(400, `Bad chunk size "${size}"`);
+            chunkLeft = parseInt(size, 16);
+            if (chunkLeft === 0) {
+              // Trailers, then the empty line that ends the message.
+              for (let total = 0; (await this.r.line(this.deadline, 8192)) !== "";) {
+                if ((total += 1) > 100) throw new HttpError(400, "Too many trailer lines");
+              }
+              this.#finish(controller);
+              return;
+            }
+          }
+          if (this.r.buf.length === 0 && !(await this.r.fill(this.deadline))) {
+            throw new HttpError(400, "The connection closed in a chunked body");
+          }
+          const part = this.r.take(Math.min(chunkLeft, this.r.buf.length));
+          chunkLeft -= part.length;
+          controller.enqueue(part.slice());
+          if (chunkLeft === 0 && (await this.r.line(this.deadline, 2)) !== "") {
+            throw new HttpError(400, "A chunk does not end in CRLF");
+          }
+        } catch (e) {
+          controller.error(e);
+        }
+      },
+      cancel: () => {},
+    });
+  }
+
+  #finish(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.complete = true;
+    controller.close();
+  }
+}
+
+function hostOf(addr: Deno.NetAddr): string {
+  return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
+}
+
+/** Waiting for a request that has not started (keep-alive between requests, or a fresh connection). */
+function isIdle(c: Connection): boolean {
+  return c.state === "idle" && c.reader.buf.length === 0;
+}
+
+function closeConn(c: Connection): void {
+  if (c.closed) return;
+  c.closed = true;
+  try {
+    c.conn.close();
+  } catch {
+    // already closed by the peer
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+function headBytes(status: number, headers: Headers, length: number, keep: boolean): Uint8Array {
+  const lines = [`HTTP/1.1 ${status} ${REASONS[status] ?? "Status"}`];
+  for (const [k, v] of headers) {
+    if (k !== "content-length" && k !== "connection" && k !== "transfer-encoding") lines.push(`${k}: ${v}`);
+  }
+  lines.push(
+    `date: ${new Date().toUTCString()}`,
+    `content-length: ${length}`,
+    `connection: ${keep ? "keep-alive" : "close"}`,
+  );
+  return enc.encode(lines.join("\r\n") + "\r\n\r\n");
+}
+
+/** Writes a buffered response; false when the connection broke. */
+async function writeResponse(c: Connection, res: Response, isHead: boolean, keep: boolean): Promise<boolean> {
+  try {
+    const body = new Uint8Array(await res.arrayBuffer());
+    const head = headBytes(res.status, res.headers, body.length, keep);
+    const out = new Uint8Array(head.length + (isHead ? 0 : body.length));
+    out.set(head, 0);
+    if (!isHead) out.set(body, head.length);
+    await writeAll(c.conn, out);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A JSON error reply, then (unless `keep`) the connection is closed by the caller. */
+async function send(c: Connection, status: number, body: unknown, isHead: boolean, keep: boolean): Promise<void> {
+  if (c.closed) return;
+  await writeResponse(c, Response.json(body, { status }), isHead, keep);
+}
+
+/** Answers a connection over the cap without reading from it. */
+function refuse(conn: Deno.Conn, status: number, error: string): void {
+  const body = enc.encode(JSON.stringify({ error }) + "\n");
+  const headers = new Headers({ "content-type": "application/json; charset=utf-8", "retry-after": "1" });
+  const head = headBytes(status, headers, body.length, false);
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head, 0);
+  out.set(body, head.length);
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // closed
+    }
+  }, 1000);
+  writeAll(conn, out).catch(() => {}).finally(() => {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // closed by the timer
+    }
+  });
+}
