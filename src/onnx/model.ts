@@ -152,6 +152,20 @@ function opsetsOf(proto: ModelProto): Record<string, number> {
   return opsets;
 }
 
+/** NaN or infinite weights make every output NaN, silently: refuse them at load. Clip bounds may be ±inf. */
+function refuseNonFinite(initializers: Map<string, OnnxTensor>, clipBounds: Set<string>): void {
+  for (const [name, t] of initializers) {
+    if (clipBounds.has(name) || !(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
+    for (let i = 0; i < t.data.length; i++) {
+      if (!Number.isFinite(t.data[i])) {
+        throw new Error(
+          `Initializer "${name}" has ${t.data[i]} at value ${i} (NaN or infinite weights are refused)`,
+        );
+      }
+    }
+  }
+}
+
 /**
  * Decode ONNX model bytes. External initializer data is read through `readExternal` (loadModel supplies one
  * that resolves locations against the model's directory).
@@ -165,6 +179,10 @@ export function decodeModel(bytes: Uint8Array, options: { readExternal?: Externa
   for (const t of g.initializer) {
     initializers.set(t.name, decodeTensor(t, { readExternal: options.readExternal }));
   }
+  refuseNonFinite(
+    initializers,
+    new Set(g.node.filter((n) => n.opType === "Clip").flatMap((n) => n.input.slice(1))),
+  );
   const nodes = g.node.map((n, index): OnnxNode => {
     const name = n.name || `${n.opType}_${index}`;
     const what = `${n.opType} node "${name}"`;
