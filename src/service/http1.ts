@@ -458,7 +458,13 @@ async function writeResponse(c: Connection, res: Response, isHead: boolean, keep
 }
 
 /** A JSON error reply, then (unless `keep`) the connection is closed by the caller. */
-async function send(c: Connection, status: number, body: unknown, isHead: boolean, keep: boolean): Promise<void> {
+async function send(
+  c: Connection,
+  status: number,
+  body: unknown,
+  isHead: boolean,
+  keep: boolean,
+): Promise<void> {
   if (c.closed) return;
   await writeResponse(c, Response.json(body, { status }), isHead, keep);
 }
