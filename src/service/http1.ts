@@ -62,6 +62,10 @@ const REASONS: Record<number, string> = {
   505: "HTTP Version Not Supported",
 };
 
+/** How long and how much of a refused body is read and dropped before the connection is closed. */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 16 * 2 ** 20;
+
 const enc = new TextEncoder();
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CRLF2 = [13, 10, 13, 10];
@@ -126,11 +130,13 @@ class ConnReader {
     }
   }
 
-  async exactly(n: number, deadline: number): Promise<Uint8Array> {
-    while (this.buf.length < n) {
-      if (!(await this.fill(deadline))) throw new HttpError(400, "The connection closed in the body");
+  /** Reads and drops bytes until EOF, `deadline` or `max` bytes. */
+  async discard(deadline: number, max: number): Promise<void> {
+    for (let dropped = 0; dropped < max;) {
+      dropped += this.buf.length;
+      this.buf = new Uint8Array(0);
+      if (!(await this.fill(deadline))) return;
     }
-    return this.take(n);
   }
 }
 
@@ -208,6 +214,7 @@ export class HttpServer {
   refused = 0;
   #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
   #conns = new Set<Connection>();
+  #refusing = 0;
   #draining = false;
   #accepting: Promise<void>;
   #handler: HttpHandler;
@@ -245,7 +252,18 @@ export class HttpServer {
       }
       if (this.#conns.size >= this.limits.maxConnections) {
         this.refused++;
-        refuse(conn, 503, `Too many connections (the limit is ${this.limits.maxConnections})`);
+        // Clients (hyper's among them) take a reply sent before their request as a broken connection, so the
+        // head is read first, briefly; beyond a few such refusals in flight, connections are just closed.
+        if (this.#refusing >= REFUSING_MAX) closeQuietly(conn);
+        else {
+          this.#refusing++;
+          refuse(
+            conn,
+            this.limits.maxHeaderBytes,
+            `Too many connections (the limit is ${this.limits.maxConnections})`,
+          )
+            .finally(() => this.#refusing--);
+        }
         continue;
       }
       const c: Connection = { conn, reader: new ConnReader(conn), state: "idle", closed: false };
@@ -291,7 +309,8 @@ export class HttpServer {
           headers: head.headers,
           body: f.kind === "none" || head.method === "GET" || head.method === "HEAD" ? null : body.stream(),
         });
-        c.state = "handler";
+        // A body still to come keeps the connection in "body" (close() drops it) until it has arrived.
+        if (body.complete) c.state = "handler";
         res = await this.#handler(req);
       } catch (e) {
         this.#onError(e);
@@ -301,7 +320,14 @@ export class HttpServer {
       const keep = !head.http10 && !this.#draining && body.complete &&
         !/\bclose\b/i.test(head.headers.get("connection") ?? "");
       c.state = "write";
-      if (!(await writeResponse(c, res, head.method === "HEAD", keep)) || !keep) return;
+      if (!(await writeResponse(c, res, head.method === "HEAD", keep))) return;
+      if (!body.complete && res.status !== 408) {
+        // The client may still be sending the body that was refused (413, 401): closing now would reset the
+        // connection before it reads the reply, so read and drop what follows, briefly and boundedly.
+        c.state = "body";
+        await r.discard(Date.now() + LINGER_MS, LINGER_BYTES).catch(() => {});
+      }
+      if (!keep) return;
     }
   }
 
@@ -402,6 +428,7 @@ class BodyReader {
 
   #finish(controller: ReadableStreamDefaultController<Uint8Array>): void {
     this.complete = true;
+    this.c.state = "handler";
     controller.close();
   }
 }
@@ -469,27 +496,31 @@ async function send(
   await writeResponse(c, Response.json(body, { status }), isHead, keep);
 }
 
-/** Answers a connection over the cap without reading from it. */
-function refuse(conn: Deno.Conn, status: number, error: string): void {
+/** Refusals (503 over the cap) in flight at most; more connections are closed without a reply. */
+const REFUSING_MAX = 16;
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
+}
+
+/** Answers a connection over the cap with 503 once its head has arrived (or after 1 s), then closes it. */
+async function refuse(conn: Deno.Conn, maxHeaderBytes: number, error: string): Promise<void> {
   const body = enc.encode(JSON.stringify({ error }) + "\n");
   const headers = new Headers({ "content-type": "application/json; charset=utf-8", "retry-after": "1" });
-  const head = headBytes(status, headers, body.length, false);
+  const head = headBytes(503, headers, body.length, false);
   const out = new Uint8Array(head.length + body.length);
   out.set(head, 0);
   out.set(body, head.length);
-  const timer = setTimeout(() => {
-    try {
-      conn.close();
-    } catch {
-      // closed
-    }
-  }, 1000);
-  writeAll(conn, out).catch(() => {}).finally(() => {
+  try {
+    await new ConnReader(conn).head(Date.now() + 1000, maxHeaderBytes).catch(() => null);
+    const timer = setTimeout(() => closeQuietly(conn), 1000);
+    await writeAll(conn, out).catch(() => {});
     clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // closed by the timer
-    }
-  });
+  } finally {
+    closeQuietly(conn);
+  }
 }

@@ -42,7 +42,8 @@ function checkFinite(x: Float32Array, what: string): Float32Array {
 }
 
 /** Decodes an image and preprocesses it to the model input; wrong sizes give 422. */
-export function imageInput(bytes: Uint8Array, spec: InputSpec): Float32Array {
+// deno-lint-ignore require-await
+export async function imageInput(bytes: Uint8Array, spec: InputSpec): Promise<Float32Array> {
   let img;
   try {
     img = decodeImage(bytes);
@@ -107,12 +108,13 @@ export function tensorInput(bytes: Uint8Array, xShape: string | null, spec: Inpu
 }
 
 /** Dispatches on the media type of a request body. */
-export function decodeInput(
+// deno-lint-ignore require-await
+export async function decodeInput(
   bytes: Uint8Array,
   contentType: string | null,
   xShape: string | null,
   spec: InputSpec,
-): Float32Array {
+): Promise<Float32Array> {
   const type = mediaType(contentType);
   if (bytes.length === 0) throw new InputError(400, "The request body is empty");
   if ((IMAGE_TYPES as readonly string[]).includes(type) || type === "image/jpg") {
@@ -128,7 +130,8 @@ export function decodeInput(
 }
 
 /** Spool files: images by extension (the only kind a folder can carry without a header). */
-export function spoolInput(name: string, bytes: Uint8Array, spec: InputSpec): Float32Array {
+// deno-lint-ignore require-await
+export async function spoolInput(name: string, bytes: Uint8Array, spec: InputSpec): Promise<Float32Array> {
   if (!/\.(png|jpe?g)$/i.test(name)) throw new InputError(415, `"${name}" is not a .png, .jpg or .jpeg file`);
   if (bytes.length === 0) throw new InputError(400, `"${name}" is empty`);
   return imageInput(bytes, spec);

@@ -172,33 +172,36 @@ export class Spool {
     }
   }
 
-  /** Sorts the folder's names into refused (recorded at once) and settled (ready to read). */
-  async #triage(): Promise<{ ready: string[]; handled: number }> {
+  /**
+   * The folder's names in order, each refused (with why) or ready, up to the first file still being
+   * written: files are handled in name order, and one still changing holds back only what follows it, for
+   * as long as it changes.
+   */
+  async #triage(): Promise<{ name: string; refused?: string }[]> {
     const names = await this.#names();
     this.#settle.keepOnly(new Set(names));
-    const ready: string[] = [];
-    let handled = 0;
+    const items: { name: string; refused?: string }[] = [];
+    let held = false;
     const maxBytes = this.options.maxFileBytes ?? 8 * 2 ** 20;
     for (const name of names) {
-      if (this.#stop) break;
       if (this.#unaddressable.has(name)) continue;
       let st: Deno.FileInfo;
       try {
         st = await Deno.lstat(`${this.options.dir}/${name}`);
       } catch (e) {
+        if (held) continue;
         if (isLossyName(name)) {
           this.#unaddressable.add(name);
           this.#log(
             `"${name}": the file name is not valid UTF-8, so it cannot be opened or moved; rename it`,
           );
-          await this.#record(name, {
-            error:
+          items.push({
+            name,
+            refused:
               `the file name is not valid UTF-8 (shown with U+FFFD): it cannot be opened or moved; rename it`,
           });
-          handled++;
         } else if (!(e instanceof Deno.errors.NotFound)) {
-          await this.#record(name, { error: `cannot be examined: ${(e as Error).message}` });
-          handled++;
+          items.push({ name, refused: `cannot be examined: ${(e as Error).message}` });
         }
         continue; // NotFound: vanished since the listing, nothing to record
       }
@@ -206,15 +209,12 @@ export class Spool {
         (this.#recent.has(name) || await alreadyFiled(this.options.dir, name)
           ? `duplicate: a file named "${name}" was already processed`
           : null);
-      if (refused) {
-        this.#settle.forget(name);
-        await this.#record(name, this.#skip(refused));
-        handled++;
-      } else if (this.#settle.settled(name, st)) {
-        ready.push(name);
-      }
+      // Every file's settle clock runs from when it is first seen, including those behind a changing one.
+      const settled = refused !== null || this.#settle.settled(name, st);
+      if (!settled) held = true;
+      else if (!held) items.push(refused ? { name, refused } : { name });
     }
-    return { ready, handled };
+    return items;
   }
 
   /** Reads and decodes one settled file; null when it vanished or changed since it settled. */
@@ -243,14 +243,16 @@ export class Spool {
     return { error };
   }
 
-  /** One pass: refused files recorded, settled ones read and adapted on a batch-sized window at a time. */
+  /** One pass over the folder, a batch-sized window at a time so that batches fill; returns files handled. */
   async #pass(): Promise<number> {
-    const { ready, handled: refused } = await this.#triage();
+    const items = await this.#triage();
     const window = this.options.batcher.batch;
-    let handled = refused;
-    for (let i = 0; i < ready.length && !this.#stop; i += window) {
-      const chunk = ready.slice(i, i + window);
-      const prepared = await Promise.all(chunk.map((n) => this.#prepare(n)));
+    let handled = 0;
+    for (let i = 0; i < items.length && !this.#stop; i += window) {
+      const chunk = items.slice(i, i + window);
+      const prepared = await Promise.all(
+        chunk.map((it) => it.refused !== undefined ? this.#skip(it.refused) : this.#prepare(it.name)),
+      );
       const jobs = prepared.map(async (p): Promise<Outcome | null> => {
         if (p === null || !(p instanceof Float32Array)) return p;
         const prediction = await this.options.batcher.submit(p);
@@ -261,15 +263,13 @@ export class Spool {
       // In name order. Everything that reached a step is recorded, whatever its outcome, so that no file is
       // adapted on twice; only inputs the batcher refused (shutdown) stay for the next start.
       for (const [k, s] of settled.entries()) {
-        const name = chunk[k];
+        const name = chunk[k].name;
         this.#settle.forget(name);
         if (s.status === "fulfilled") {
           if (s.value === null) continue;
           await this.#record(name, s.value);
           handled++;
-        } else if (s.reason instanceof BatcherClosedError) {
-          continue;
-        } else {
+        } else if (!(s.reason instanceof BatcherClosedError)) {
           this.#log(`"${name}": ${(s.reason as Error).message}`);
           await this.#record(name, { error: `adaptation step failed: ${(s.reason as Error).message}` });
           handled++;

@@ -35,7 +35,9 @@ function echoServer(limits: ConstructorParameters<typeof HttpServer>[0], seen: u
       return Response.json({ method: req.method, path: new URL(req.url).pathname, bytes: body.length });
     } catch (e) {
       seen.push(e);
-      return Response.json({ error: (e as Error).message }, { status: (e as { status?: number }).status ?? 500 });
+      return Response.json({ error: (e as Error).message }, {
+        status: (e as { status?: number }).status ?? 500,
+      });
     }
   });
 }
@@ -62,7 +64,9 @@ Deno.test("HttpServer: keep-alive, Content-Length and chunked bodies, HEAD, and 
 
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
   await conn.write(
-    enc.encode("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    enc.encode(
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
   );
   const reply = await readAll(conn);
   ok(reply.startsWith("HTTP/1.1 400 "), reply);
@@ -73,7 +77,10 @@ Deno.test("HttpServer: keep-alive, Content-Length and chunked bodies, HEAD, and 
 
 Deno.test("HttpServer: a head or body slower than its deadline gets 408 and is closed (issue 14: request timeouts)", async () => {
   const seen: unknown[] = [];
-  const server = echoServer({ hostname: "127.0.0.1", port: 0, headerTimeoutMs: 300, bodyTimeoutMs: 300 }, seen);
+  const server = echoServer(
+    { hostname: "127.0.0.1", port: 0, headerTimeoutMs: 300, bodyTimeoutMs: 300 },
+    seen,
+  );
   const port = server.addr.port;
   const slowHead = await Deno.connect({ hostname: "127.0.0.1", port });
   await slowHead.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n"));
@@ -101,6 +108,7 @@ Deno.test("HttpServer: past the connection cap a connection gets 503 at once; cl
   }
   while (server.connections < 3) await new Promise((r) => setTimeout(r, 10));
   const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+  await extra.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   const refused = await readAll(extra);
   ok(refused.startsWith("HTTP/1.1 503 "), refused);
   ok(/Too many connections/.test(refused), refused);
