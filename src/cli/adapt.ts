@@ -2,6 +2,7 @@
  * `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method bn|tent|eata|sar|ecotta`
  * Test-time adaptation over a stream of domains, with online error, resets and the ledger's measured peaks.
  */
+import { dirname } from "node:path";
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { UsageError } from "./errors.ts";
@@ -73,6 +74,12 @@ export default async function adapt(args: string[]): Promise<number> {
     return 0;
   }
   oneOf("method", flags.method, [...names("adapt"), "auto"]);
+  if (flags["save-state"]) {
+    // Checked now: a missing folder would otherwise fail only after the whole run.
+    const folder = dirname(flags["save-state"]), st = await Deno.stat(folder).catch(() => null);
+    const why = !st ? "does not exist" : !st.isDirectory ? "is not a folder" : null;
+    if (why) throw new UsageError(`--save-state "${flags["save-state"]}": folder "${folder}" ${why}`);
+  }
   if (flags.episodic && flags["reset-each-domain"]) {
     throw new UsageError("--episodic and --reset-each-domain exclude each other");
   }
