@@ -165,7 +165,7 @@ export function createHandler(ctx: ApiContext): (req: Request) => Promise<Respon
     }
     let x: Float32Array;
     try {
-      x = await decodeInput(body, req.headers.get("content-type"), req.headers.get("x-shape"), ctx.spec);
+      x = decodeInput(body, req.headers.get("content-type"), req.headers.get("x-shape"), ctx.spec);
     } catch (e) {
       if (!(e instanceof InputError)) throw e;
       ctx.engine.process.skipped++;

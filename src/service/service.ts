@@ -17,7 +17,7 @@ import { AdaptEngine, type Prediction } from "./engine.ts";
 import { Health } from "./health.ts";
 import { HttpServer } from "./http1.ts";
 import { RequestMetrics } from "./metrics.ts";
-import { type ResultsLogOptions } from "./results_log.ts";
+import type { ResultsLogOptions } from "./results_log.ts";
 import { SdNotify } from "./sd_notify.ts";
 import { createHandler, isLoopback } from "./server.ts";
 import { Spool } from "./spool.ts";

@@ -232,7 +232,7 @@ export class Spool {
       return this.#skip(`cannot be read: ${(e as Error).message}`);
     }
     try {
-      return await spoolInput(name, bytes, this.options.spec);
+      return spoolInput(name, bytes, this.options.spec);
     } catch (e) {
       return this.#skip(e instanceof InputError ? e.message : `cannot be decoded: ${(e as Error).message}`);
     }

@@ -4,13 +4,12 @@
  * (the write-then-rename protocol, else a size that has stayed the same for a settle interval), and moves to
  * `done/` and `failed/` that never follow a symbolic link (lstat before, O_EXCL for the reason file).
  */
+import { SPOOL_EXTENSIONS, SPOOL_IMAGE_NAME } from "./inputs.ts";
 
 /** Files being written by the documented protocol: hidden names and `*.tmp` / `*.part` are never taken. */
 export function isInProgressName(name: string): boolean {
   return name.startsWith(".") || /\.(tmp|part)$/i.test(name);
 }
-
-export const IMAGE_NAME = /\.(png|jpe?g)$/i;
 
 /** A name Deno returned lossily (invalid UTF-8 on disk): it cannot be opened or moved by that name. */
 export function isLossyName(name: string): boolean {
@@ -32,7 +31,7 @@ export async function checkFolder(path: string, what: string): Promise<void> {
 export function refuseBeforeReading(name: string, st: Deno.FileInfo, maxBytes: number): string | null {
   if (st.isSymlink) return `"${name}" is a symbolic link: refused (the spool never follows links)`;
   if (!st.isFile) return `"${name}" is not a regular file`;
-  if (!IMAGE_NAME.test(name)) return `"${name}" is not a .png, .jpg or .jpeg file`;
+  if (!SPOOL_IMAGE_NAME.test(name)) return `"${name}" is not ${SPOOL_EXTENSIONS}`;
   if (st.size > maxBytes) return `"${name}" is ${st.size} bytes, more than the limit of ${maxBytes}`;
   return null;
 }

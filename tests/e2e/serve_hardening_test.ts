@@ -8,7 +8,7 @@ import { equal, ok } from "node:assert/strict";
 import { decodeModel } from "../../src/onnx/model.ts";
 import { encodeModel } from "../../src/onnx/export.ts";
 import { decodeCheckpoint } from "../../src/service/checkpoint.ts";
-import { reap, startServe, until, writeSmallModel } from "./_serve_helpers.ts";
+import { reap, startServe, writeSmallModel } from "./_serve_helpers.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
