@@ -188,7 +188,6 @@ Deno.test("service install writes a Type=notify unit with watchdog, hardening an
         "8",
       ])
       .concat(["--listen", "127.0.0.1:9000", "--token-file", `${dir}/token`]),
-    env: { DENO_DIR: `${dir}/deno-dir` },
     stdout: "piped",
     stderr: "piped",
   }).output();
