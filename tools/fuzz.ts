@@ -1,9 +1,10 @@
 /**
  * Seeded, bounded fuzzing of the parsers that meet untrusted bytes: images (PNG, JPEG, WebP, BMP) through the
  * data decoder and through the service's request decoding, IDX (gzipped or not) through the bounded gunzip and
- * the IDX parser, ONNX through decodeModel and importOnnx, checkpoints through decodeCheckpoint.
+ * the IDX parser, ONNX through decodeModel and importOnnx, checkpoints through decodeCheckpoint, and request
+ * heads through the service's HTTP/1.1 parser.
  *
- *   deno task fuzz [--seed 1] [--count 5000] [--formats png,jpeg,webp,bmp,idx,onnx,checkpoint] [--out DIR] [--json]
+ *   deno task fuzz [--seed 1] [--count 5000] [--formats png,jpeg,webp,bmp,idx,onnx,checkpoint,http] [--out DIR] [--json]
  *
  * Each input is a seed file (fixtures/, or made here) with 1 to 4 mutations: bit flips, bytes set to edge
  * values, 16/32-bit fields set to huge sizes, ranges deleted, duplicated or spliced, truncation; half of the
@@ -13,7 +14,8 @@
  *
  * A crash is anything thrown that is not the parser's own error: for images an ImageDecodeError (the data
  * decoder) or an InputError (the service), for IDX an Error naming the IDX file, for ONNX an Error that is not
- * a TypeError/RangeError/ReferenceError (a bug escaping the decoder), for checkpoints a CheckpointError.
+ * a TypeError/RangeError/ReferenceError (a bug escaping the decoder), for checkpoints a CheckpointError, for
+ * request heads an HttpError.
  * Crashing inputs are written to --out (default fuzz-crashes/) to replay.
  */
 import { parseArgs } from "node:util";
@@ -34,9 +36,10 @@ import { importOnnx } from "../src/onnx/import.ts";
 import { decodeModel } from "../src/onnx/model.ts";
 import { Rng } from "../src/random.ts";
 import { CheckpointError, decodeCheckpoint, encodeCheckpoint } from "../src/service/checkpoint.ts";
+import { framing, HttpError, parseHead } from "../src/service/http1_wire.ts";
 import { decodeInput, InputError, type InputSpec } from "../src/service/inputs.ts";
 
-export const FORMATS = ["png", "jpeg", "webp", "bmp", "idx", "onnx", "checkpoint"] as const;
+export const FORMATS = ["png", "jpeg", "webp", "bmp", "idx", "onnx", "checkpoint", "http"] as const;
 export type Format = typeof FORMATS[number];
 
 const MAX_INPUT = 256 * 1024;
@@ -93,6 +96,11 @@ export async function seeds(): Promise<Record<Format, Uint8Array[]>> {
     idx: [idx, labels, await gzip(idx), await gzip(labels)],
     onnx: [await Deno.readFile(new URL("fixtures/models/small_cnn_preserve.onnx", ROOT))],
     checkpoint: [await encodeCheckpoint(header, state)],
+    http: [
+      "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:8417\r\nContent-Type: image/png\r\nContent-Length: 812\r\n\r\n",
+      "POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+      "GET /v1/state?digest=1 HTTP/1.0\r\nAuthorization: Bearer abc\r\nConnection: keep-alive\r\n\r\n",
+    ].map((t) => new TextEncoder().encode(t)),
   };
 }
 
@@ -225,6 +233,15 @@ async function parse(format: Format, bytes: Uint8Array, cpu: CpuBackend, masked:
       return true;
     } catch (e) {
       if (BUG(e) || !/^Cannot read IDX file "fuzz"/.test((e as Error).message)) throw e;
+      return false;
+    }
+  }
+  if (format === "http") {
+    try {
+      framing(parseHead(bytes).headers);
+      return true;
+    } catch (e) {
+      if (!(e instanceof HttpError)) throw e;
       return false;
     }
   }

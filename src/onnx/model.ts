@@ -110,9 +110,11 @@ function decodeAttribute(a: AttributeProto, what: string): AttrValue {
       // Numbers beyond 2^53 (INT64_MAX as "to the end") only ever mean "very large"; keep them approximate.
       return Number(int64ToBigInt(a.i));
     case AttributeType.STRING:
-      return new TextDecoder().decode(a.s);
+      // An unset bytes field decodes as protobufjs's default, [] (not a Uint8Array).
+      return new TextDecoder().decode(Uint8Array.from(a.s ?? []));
     case AttributeType.TENSOR:
-      return decodeTensor(a.t!, { what: `${what} attribute "${a.name}"` });
+      if (!a.t) throw new Error(`${what} attribute "${a.name}" is of type TENSOR but holds no tensor`);
+      return decodeTensor(a.t, { what: `${what} attribute "${a.name}"` });
     case AttributeType.FLOATS:
       return [...a.floats];
     case AttributeType.INTS:

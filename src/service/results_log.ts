@@ -23,6 +23,11 @@ export interface ResultRecord {
   error?: string;
 }
 
+/** A path the spool must not use (a symbolic link, not a folder): the spool stops rather than retry it. */
+export class UnsafePathError extends Error {
+  override name = "UnsafePathError";
+}
+
 /** A path that must be a regular file (or absent), never a symbolic link: the service never follows one. */
 export async function refuseLink(path: string, what: string): Promise<Deno.FileInfo | null> {
   let st: Deno.FileInfo;
@@ -33,9 +38,11 @@ export async function refuseLink(path: string, what: string): Promise<Deno.FileI
     throw e;
   }
   if (st.isSymlink) {
-    throw new Error(`${what} "${path}" is a symbolic link: refused (the spool never follows links)`);
+    throw new UnsafePathError(
+      `${what} "${path}" is a symbolic link: refused (the spool never follows links)`,
+    );
   }
-  if (!st.isFile) throw new Error(`${what} "${path}" is not a regular file`);
+  if (!st.isFile) throw new UnsafePathError(`${what} "${path}" is not a regular file`);
   return st;
 }
 
@@ -115,7 +122,9 @@ export class ResultsLog {
       const opened = await f.stat();
       const now = await Deno.lstat(this.path);
       if (now.isSymlink || (before && opened.ino !== before.ino) || opened.ino !== now.ino) {
-        throw new Error(`Results file "${this.path}" changed into a link while it was opened: refused`);
+        throw new UnsafePathError(
+          `Results file "${this.path}" changed into a link while it was opened: refused`,
+        );
       }
       for (let at = 0; at < bytes.length;) at += await f.write(bytes.subarray(at));
       await f.sync();

@@ -18,7 +18,7 @@ import type { Prediction } from "./engine.ts";
 import { nonFiniteReason } from "./health.ts";
 import { InputError, type InputSpec, spoolInput } from "./inputs.ts";
 import type { RequestMetrics } from "./metrics.ts";
-import { refuseLink, ResultsLog, type ResultsLogOptions } from "./results_log.ts";
+import { refuseLink, ResultsLog, type ResultsLogOptions, UnsafePathError } from "./results_log.ts";
 import {
   alreadyFiled,
   checkFolder,
@@ -64,6 +64,11 @@ export class Spool {
   /** Set when the spool stopped itself (a folder turned into a link); the service goes on without it. */
   halted: string | null = null;
   #recent = new Set<string>();
+  /**
+   * Files whose outcome is decided (they may have been adapted on) but not yet both recorded and moved, e.g.
+   * on a full disk: retried first on every pass, never submitted again.
+   */
+  #pending = new Map<string, { outcome: Outcome; appended: boolean }>();
   #unaddressable = new Set<string>();
   #settle: SettleTracker;
   #stop = false;
@@ -137,32 +142,50 @@ export class Spool {
     }
   }
 
-  async #record(name: string, outcome: Outcome): Promise<void> {
-    await this.log.append({ file: name, ...outcome, time: new Date().toISOString() });
-    this.#remember(name);
-    await this.#finish(name, outcome.error);
-    this.processed++;
+  /** Appends the line (once) and moves the file of a decided outcome; throws to retry on the next pass. */
+  async #flush(name: string): Promise<void> {
+    const p = this.#pending.get(name)!;
+    if (!p.appended) {
+      await this.log.append({ file: name, ...p.outcome, time: new Date().toISOString() });
+      p.appended = true;
+      this.#remember(name);
+      this.processed++;
+    }
+    await this.#finish(name, p.outcome.error);
+    this.#pending.delete(name);
   }
 
   async #run(): Promise<void> {
     const poll = this.options.pollMs ?? 250;
+    let failures = 0, lastError = "";
     while (!this.#stop) {
       let did = 0;
       try {
         did = await this.#pass();
+        failures = 0;
+        lastError = "";
       } catch (e) {
-        if (!(e instanceof BatcherClosedError)) {
-          // A folder that turned into a link (or vanished) is not something to retry four times a second.
-          this.halted = (e as Error).message;
+        if (e instanceof UnsafePathError) {
+          // A folder or file that turned into a link is refused for good, not retried four times a second.
+          this.halted = e.message;
           this.#log(`stopped: ${this.halted}`);
           return;
+        }
+        if (!(e instanceof BatcherClosedError)) {
+          // A full disk, too many open files: logged once, retried with back-off.
+          failures++;
+          if ((e as Error).message !== lastError) {
+            this.#log(`pass failed (retrying): ${(e as Error).message}`);
+          }
+          lastError = (e as Error).message;
         }
       }
       this.passes++;
       if (did === 0) this.idlePasses++;
       if (did === 0 && !this.#stop) {
+        const wait = Math.min(5000, poll * 2 ** Math.min(failures, 5));
         await new Promise<void>((r) => {
-          const t = setTimeout(r, poll);
+          const t = setTimeout(r, wait);
           this.#wake = () => {
             clearTimeout(t);
             r();
@@ -184,7 +207,7 @@ export class Spool {
     let held = false;
     const maxBytes = this.options.maxFileBytes ?? 8 * 2 ** 20;
     for (const name of names) {
-      if (this.#unaddressable.has(name)) continue;
+      if (this.#unaddressable.has(name) || this.#pending.has(name)) continue;
       let st: Deno.FileInfo;
       try {
         st = await Deno.lstat(`${this.options.dir}/${name}`);
@@ -245,9 +268,13 @@ export class Spool {
 
   /** One pass over the folder, a batch-sized window at a time so that batches fill; returns files handled. */
   async #pass(): Promise<number> {
+    let handled = 0;
+    for (const name of [...this.#pending.keys()]) {
+      await this.#flush(name);
+      handled++;
+    }
     const items = await this.#triage();
     const window = this.options.batcher.batch;
-    let handled = 0;
     for (let i = 0; i < items.length && !this.#stop; i += window) {
       const chunk = items.slice(i, i + window);
       const prepared = await Promise.all(
@@ -260,20 +287,24 @@ export class Spool {
         return bad ? { error: bad, step: prediction.step } : { ...prediction };
       });
       const settled = await Promise.allSettled(jobs);
-      // In name order. Everything that reached a step is recorded, whatever its outcome, so that no file is
-      // adapted on twice; only inputs the batcher refused (shutdown) stay for the next start.
+      // Every outcome is decided before any is written: a write that fails (a full disk) leaves them all
+      // pending, to be recorded on a later pass, never adapted on again. Only inputs the batcher refused
+      // (shutdown) stay in the folder for the next start. Recorded in name order.
       for (const [k, s] of settled.entries()) {
         const name = chunk[k].name;
         this.#settle.forget(name);
-        if (s.status === "fulfilled") {
-          if (s.value === null) continue;
-          await this.#record(name, s.value);
-          handled++;
-        } else if (!(s.reason instanceof BatcherClosedError)) {
+        if (s.status === "fulfilled" && s.value !== null) {
+          this.#pending.set(name, { outcome: s.value, appended: false });
+        } else if (s.status === "rejected" && !(s.reason instanceof BatcherClosedError)) {
           this.#log(`"${name}": ${(s.reason as Error).message}`);
-          await this.#record(name, { error: `adaptation step failed: ${(s.reason as Error).message}` });
-          handled++;
+          const outcome = { error: `adaptation step failed: ${(s.reason as Error).message}` };
+          this.#pending.set(name, { outcome, appended: false });
         }
+      }
+      for (const { name } of chunk) {
+        if (!this.#pending.has(name)) continue;
+        await this.#flush(name);
+        handled++;
       }
     }
     return handled;

@@ -5,6 +5,7 @@
  * `done/` and `failed/` that never follow a symbolic link (lstat before, O_EXCL for the reason file).
  */
 import { SPOOL_EXTENSIONS, SPOOL_IMAGE_NAME } from "./inputs.ts";
+import { UnsafePathError } from "./results_log.ts";
 
 /** Files being written by the documented protocol: hidden names and `*.tmp` / `*.part` are never taken. */
 export function isInProgressName(name: string): boolean {
@@ -20,11 +21,11 @@ export function isLossyName(name: string): boolean {
 export async function checkFolder(path: string, what: string): Promise<void> {
   const st = await Deno.lstat(path);
   if (st.isSymlink) {
-    throw new Error(
+    throw new UnsafePathError(
       `${what} "${path}" is a symbolic link: refused (the spool never follows links; make it a real folder)`,
     );
   }
-  if (!st.isDirectory) throw new Error(`${what} "${path}" is not a folder`);
+  if (!st.isDirectory) throw new UnsafePathError(`${what} "${path}" is not a folder`);
 }
 
 /** Why a file must be failed without reading it, or null when it may be read. */

@@ -203,3 +203,43 @@ Deno.test("Spool: results.jsonl is rotated by size and count and never read whol
   equal(JSON.parse(all.at(-1)!).file, "029.png");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("Spool: on a full disk nothing is adapted twice, and the files are recorded once space returns (issue 14: full disk)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "edgetrain-spool-" });
+  const mounted = (await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=256k", "tmpfs", dir],
+    stderr: "null",
+  }).output().catch(() => null))?.code === 0;
+  if (!mounted) {
+    console.log("cannot mount a tmpfs here: the spool's full-disk case is not exercised");
+    await Deno.remove(dir, { recursive: true });
+    return;
+  }
+  try {
+    for (let i = 0; i < 3; i++) await Deno.writeFile(`${dir}/00${i}.png`, png(20 + i));
+    await Deno.mkdir(`${dir}/done`);
+    await Deno.mkdir(`${dir}/failed`);
+    // Fill the disk: the write fails with ENOSPC once the file has taken every free block.
+    await Deno.writeFile(`${dir}/.filler`, new Uint8Array(1 << 20)).catch(() => {});
+    const logs: string[] = [];
+    const h = harness(dir, { log: (m) => logs.push(m) });
+    await h.spool.start();
+    while (!logs.some((l) => /No space left on device/.test(l))) await new Promise((r) => setTimeout(r, 5));
+    const passes = h.spool.passes;
+    while (h.spool.passes < passes + 2) await new Promise((r) => setTimeout(r, 5));
+    await Deno.remove(`${dir}/.filler`);
+    while ((await h.lines()).length < 3) await new Promise((r) => setTimeout(r, 5));
+    await h.quiet();
+    await h.spool.stop();
+    deepEqual(
+      [...h.adapted].sort((a, b) => a - b),
+      [20, 21, 22],
+      "each frame adapted once, full disk or not",
+    );
+    deepEqual((await h.lines()).map((l) => l.file), ["000.png", "001.png", "002.png"]);
+    deepEqual(ls(`${dir}/done`), ["000.png", "001.png", "002.png"]);
+  } finally {
+    await new Deno.Command("umount", { args: [dir] }).output();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
