@@ -29,6 +29,7 @@ ${methodHelp("adapt", "                              ")}
   --checkpoint-every N      checkpoint every N steps (default 50; also on SIGTERM/SIGINT and reset)
   --keep-checkpoints K      checkpoints kept (default 3)
   --max-body B              largest request body, and largest spool file (default 8MiB)
+  --max-pixels N            refuse images that declare more pixels, before decoding (default 16777216)
   --header-timeout-ms T     a request's head must arrive within T ms (default 10000), else 408
   --body-timeout-ms T       its body within T ms more (default 30000), else 408
   --max-connections N       open connections; one more gets 503 (default 64)
