@@ -215,6 +215,7 @@ export class Spool {
         if (held) continue;
         if (isLossyName(name)) {
           this.#unaddressable.add(name);
+          if (this.#recent.has(name)) continue; // recorded by an earlier run (the results file's tail)
           this.#log(
             `"${name}": the file name is not valid UTF-8, so it cannot be opened or moved; rename it`,
           );
