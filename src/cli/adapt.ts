@@ -3,6 +3,7 @@
  * Test-time adaptation over a stream of domains as a camera delivers it (chunks of --batch frames, in
  * --order), with online error, learning steps, the memory bank, resets and the ledger's measured peaks.
  */
+import { dirname } from "node:path";
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openJob, PREPROCESS_FLAGS } from "./common.ts";
 import { UsageError } from "./errors.ts";
@@ -79,6 +80,12 @@ export default async function adapt(args: string[]): Promise<number> {
       "--episodic was removed: answers never normalise by the statistics of their own chunk, so a reset " +
         "before every chunk would answer as the source model (--method source); see docs/streaming.md",
     );
+  }
+  if (flags["save-state"]) {
+    // Checked now: a missing folder would otherwise fail only after the whole run.
+    const folder = dirname(flags["save-state"]), st = await Deno.stat(folder).catch(() => null);
+    const why = !st ? "does not exist" : !st.isDirectory ? "is not a folder" : null;
+    if (why) throw new UsageError(`--save-state "${flags["save-state"]}": folder "${folder}" ${why}`);
   }
   const protocol: Protocol = flags["reset-each-domain"] ? "reset-each-domain" : "continual";
   const streamFlags = parseStreamFlags(flags);

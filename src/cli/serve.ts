@@ -8,7 +8,7 @@ import { BACKEND_FLAG, openBackend, openModel, PREPROCESS_FLAGS, preprocessFor }
 import { UsageError } from "./errors.ts";
 import { governed } from "./plan.ts";
 import { outputShape } from "../data/preprocess.ts";
-import { parseListen } from "../service/server.ts";
+import { isLoopback, parseListen } from "../service/server.ts";
 import { startService } from "../service/service.ts";
 import { checkpointedMethod, sha256Hex } from "../service/checkpoint.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
@@ -32,7 +32,14 @@ ${methodHelp("adapt", "                              ")}
                             soon as the model is free; requests arriving meanwhile are answered together)
   --checkpoint-every N      checkpoint every N steps (default 50; also on SIGTERM/SIGINT and reset)
   --keep-checkpoints K      checkpoints kept (default 3)
-  --max-body B              largest request body (default 8MiB)
+  --max-body B              largest request body, and largest spool file (default 8MiB)
+  --max-pixels N            refuse images that declare more pixels, before decoding (default 16777216)
+  --header-timeout-ms T     a request's head must arrive within T ms (default 10000), else 408
+  --body-timeout-ms T       its body within T ms more (default 30000), else 408
+  --max-connections N       open connections; one more gets 503 (default 64)
+  --settle-ms T             spool: take a file written in place once unchanged for T ms (default 1000)
+  --results-max-bytes B     spool: rotate the results file at B (default 64MiB)
+  --results-keep K          spool: rotated results files kept (default 4)
   --lr X                    learning rate (default: the method's)
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
   --backend webgpu|cpu|auto --mean --std --pad --size --channels   as for adapt
@@ -59,6 +66,12 @@ export default async function serve(args: string[]): Promise<number> {
     "checkpoint-every": { type: "string", default: "50" },
     "keep-checkpoints": { type: "string", default: "3" },
     "max-body": { type: "string", default: "8MiB" },
+    "header-timeout-ms": { type: "string", default: "10000" },
+    "body-timeout-ms": { type: "string", default: "30000" },
+    "max-connections": { type: "string", default: "64" },
+    "settle-ms": { type: "string", default: "1000" },
+    "results-max-bytes": { type: "string", default: "64MiB" },
+    "results-keep": { type: "string", default: "4" },
     lr: { type: "string" },
     "no-collapse-guard": { type: "boolean", default: false },
     help: { type: "boolean", default: false },
@@ -80,6 +93,17 @@ export default async function serve(args: string[]): Promise<number> {
       throw new UsageError((e as Error).message);
     }
   })();
+  // Refused before anything is loaded: anyone who can reach such an address could adapt the model.
+  if (!isLoopback(hostname) && !flags["token-file"]) {
+    throw new UsageError(
+      `--listen ${flags.listen} is not a loopback address: give --token-file (serving without a token is refused)`,
+    );
+  }
+  const limits = {
+    headerTimeoutMs: parseNumber("header-timeout-ms", flags["header-timeout-ms"], { min: 1 })!,
+    bodyTimeoutMs: parseNumber("body-timeout-ms", flags["body-timeout-ms"], { min: 1 })!,
+    maxConnections: parseNumber("max-connections", flags["max-connections"], { integer: true, min: 1 })!,
+  };
   let token: string | null = null;
   if (flags["token-file"]) {
     const file = flags["token-file"];
@@ -165,8 +189,14 @@ export default async function serve(args: string[]): Promise<number> {
     keepCheckpoints: parseNumber("keep-checkpoints", flags["keep-checkpoints"], { integer: true, min: 1 })!,
     token,
     maxBodyBytes: parseBytes("max-body", flags["max-body"]!),
+    ...limits,
     spool: flags.spool,
     spoolResults: flags.results,
+    spoolSettleMs: parseNumber("settle-ms", flags["settle-ms"], { min: 0 }),
+    spoolResultsLog: {
+      maxBytes: parseBytes("results-max-bytes", flags["results-max-bytes"]!),
+      keep: parseNumber("results-keep", flags["results-keep"], { integer: true, min: 0 }),
+    },
     collapseGuard: !flags["no-collapse-guard"],
   });
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];

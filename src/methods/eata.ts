@@ -1,7 +1,7 @@
 /**
  * EATA (Niu et al., ICML 2022): entropy minimisation on reliable, non-redundant samples with an EWC anchor.
  * - reliability: keep samples with entropy E < E0 = 0.4 ln C;
- * - redundancy: keep those whose probabilities have |cos| < 0.05 to the moving average of past selected
+ * - redundancy: keep those whose probabilities have |cos| < d to the moving average of past selected
  *   probabilities (EMA 0.9 / 0.1);
  * - weight 1 / exp(E - E0) on each kept sample, loss = mean over the kept ones;
  * - Fisher information of the BN affine parameters from the first test batches (squared gradients of the
@@ -28,7 +28,7 @@ import type { LogitStats, SourceState } from "./tta.ts";
 export interface EataOptions extends BackpropOptions {
   /** E0 as a fraction of ln C (0.4). */
   entropyMargin?: number;
-  /** Redundancy margin on |cos| (0.05). */
+  /** Redundancy margin d on |cos| (default: redundancyMargin(C), 0.05 for 1000 classes, 0.4 for 10). */
   redundancyMargin?: number;
   /** EWC strength (2000); 0 disables the Fisher regulariser. */
   fisherAlpha?: number;
@@ -36,12 +36,24 @@ export interface EataOptions extends BackpropOptions {
   fisherBatches?: number;
 }
 
+/**
+ * EATA's redundancy margin for C classes. The published 0.05 is for ImageNet's 1000 classes, where two
+ * probability vectors are nearly orthogonal unless they agree; with few classes every vector has a large
+ * cosine to the class-balanced mean (a one-hot vector against the uniform one: 1/sqrt(C), 0.32 for 10), so
+ * 0.05 keeps nothing and EATA never updates. EATA's CIFAR-10 setting uses 0.4; between the two, log-linear
+ * in C.
+ */
+export function redundancyMargin(classes: number): number {
+  const t = (Math.log(Math.max(classes, 10)) - Math.log(10)) / (Math.log(1000) - Math.log(10));
+  return 0.4 + Math.min(1, t) * (0.05 - 0.4);
+}
+
 export const EATA_DEFAULTS: OptimizerConfig = { kind: "sgd", lr: 0.00025, momentum: 0.9 };
 
 export class Eata extends BackpropMethod {
   readonly name = "eata" as const;
   #margin: number;
-  #dMargin: number;
+  #dMargin: number | undefined;
   #alpha: number;
   #fisherBatches: number;
   #fisherSeen = 0;
@@ -53,7 +65,7 @@ export class Eata extends BackpropMethod {
   private constructor(model: Module, source: SourceState, options: EataOptions) {
     super(model, source, optimizerFrom(EATA_DEFAULTS, options), options);
     this.#margin = options.entropyMargin ?? 0.4;
-    this.#dMargin = options.redundancyMargin ?? 0.05;
+    this.#dMargin = options.redundancyMargin;
     this.#alpha = options.fisherAlpha ?? 2000;
     this.#fisherBatches = this.#alpha > 0 ? options.fisherBatches ?? 2 : 0;
   }
@@ -80,7 +92,8 @@ export class Eata extends BackpropMethod {
       if (!(stats.entropies[i] < e0)) continue;
       if (
         this.#meanProbs &&
-        !(Math.abs(cosine(stats.probs, i * classes, this.#meanProbs, classes)) < this.#dMargin)
+        !(Math.abs(cosine(stats.probs, i * classes, this.#meanProbs, classes)) <
+          (this.#dMargin ?? redundancyMargin(classes)))
       ) {
         continue;
       }

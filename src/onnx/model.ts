@@ -110,9 +110,11 @@ function decodeAttribute(a: AttributeProto, what: string): AttrValue {
       // Numbers beyond 2^53 (INT64_MAX as "to the end") only ever mean "very large"; keep them approximate.
       return Number(int64ToBigInt(a.i));
     case AttributeType.STRING:
-      return new TextDecoder().decode(a.s);
+      // An unset bytes field decodes as protobufjs's default, [] (not a Uint8Array).
+      return new TextDecoder().decode(Uint8Array.from(a.s ?? []));
     case AttributeType.TENSOR:
-      return decodeTensor(a.t!, { what: `${what} attribute "${a.name}"` });
+      if (!a.t) throw new Error(`${what} attribute "${a.name}" is of type TENSOR but holds no tensor`);
+      return decodeTensor(a.t, { what: `${what} attribute "${a.name}"` });
     case AttributeType.FLOATS:
       return [...a.floats];
     case AttributeType.INTS:
@@ -152,6 +154,20 @@ function opsetsOf(proto: ModelProto): Record<string, number> {
   return opsets;
 }
 
+/** NaN or infinite weights make every output NaN, silently: refuse them at load. Clip bounds may be ±inf. */
+function refuseNonFinite(initializers: Map<string, OnnxTensor>, clipBounds: Set<string>): void {
+  for (const [name, t] of initializers) {
+    if (clipBounds.has(name) || !(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
+    for (let i = 0; i < t.data.length; i++) {
+      if (!Number.isFinite(t.data[i])) {
+        throw new Error(
+          `Initializer "${name}" has ${t.data[i]} at value ${i} (NaN or infinite weights are refused)`,
+        );
+      }
+    }
+  }
+}
+
 /**
  * Decode ONNX model bytes. External initializer data is read through `readExternal` (loadModel supplies one
  * that resolves locations against the model's directory).
@@ -165,6 +181,10 @@ export function decodeModel(bytes: Uint8Array, options: { readExternal?: Externa
   for (const t of g.initializer) {
     initializers.set(t.name, decodeTensor(t, { readExternal: options.readExternal }));
   }
+  refuseNonFinite(
+    initializers,
+    new Set(g.node.filter((n) => n.opType === "Clip").flatMap((n) => n.input.slice(1))),
+  );
   const nodes = g.node.map((n, index): OnnxNode => {
     const name = n.name || `${n.opType}_${index}`;
     const what = `${n.opType} node "${name}"`;

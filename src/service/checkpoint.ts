@@ -10,9 +10,12 @@
  *   ..  4*L bytes every tensor's float32 values, little-endian, concatenated in header order
  *   end 32 bytes  SHA-256 of every byte before it
  *
- * A file that fails any check (magic, checksum, header, lengths) is corrupt; one written for another model
- * (SHA-256 of the ONNX bytes) or another method is mismatched. Both are renamed to `*.bad` with a warning and
- * the next newest is tried: the service starts from the source model rather than crash.
+ * A file that fails any check (magic, checksum, header, lengths, a NaN or infinite value) is corrupt: it is
+ * renamed to `*.bad` with a warning and the next newest is tried (the newest few `.bad` files are kept for a
+ * post-mortem, older ones pruned). One written for another model (SHA-256 of the ONNX bytes), another method
+ * or other tensors is mismatched: it is left untouched and resume() fails naming both, because a start with
+ * the wrong `--model` or `--method` must not cost the right one its adapted state. A non-finite state is never
+ * written: the last good checkpoints stay the newest.
  */
 
 export const CHECKPOINT_MAGIC = Uint8Array.from([0x45, 0x54, 0x43, 0x4b, 0x50, 0x54, 0x00, 0x01]);
@@ -46,6 +49,19 @@ export class CheckpointError extends Error {
   }
 }
 
+/** `.bad` files kept for a post-mortem; older ones are pruned at resume. */
+export const KEEP_BAD = 3;
+
+/** The first non-finite value of a state, as `tensor "name" has NaN at value i`; null when all are finite. */
+export function nonFinite(state: Record<string, Float32Array>): string | null {
+  for (const [name, v] of Object.entries(state)) {
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i])) return `tensor "${name}" has ${v[i]} at value ${i}`;
+    }
+  }
+  return null;
+}
+
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -60,6 +76,8 @@ export async function encodeCheckpoint(
   header: Omit<CheckpointHeader, "tensors" | "format" | "version">,
   state: Record<string, Float32Array>,
 ): Promise<Uint8Array> {
+  const bad = nonFinite(state);
+  if (bad) throw new Error(`The state is not finite (${bad}): a poisoned state is never checkpointed`);
   const names = Object.keys(state);
   const full: CheckpointHeader = {
     format: "edgetrain-checkpoint",
@@ -125,6 +143,8 @@ export async function decodeCheckpoint(bytes: Uint8Array, file = "checkpoint"): 
     for (let i = 0; i < n; i++, at += 4) t[i] = view.getFloat32(at, true);
     state[name] = t;
   }
+  const poisoned = nonFinite(state);
+  if (poisoned) throw bad(`values are not finite (${poisoned})`);
   return { header, state };
 }
 
@@ -132,19 +152,39 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
 }
 
-/** Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync the folder). */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+export interface AtomicWriteOptions {
+  /** Opens the temp file (tests inject a failing one, e.g. /dev/full); default: a new file, mode 0600. */
+  openTemp?: (tmp: string) => Promise<Deno.FsFile>;
+}
+
+/**
+ * Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync the folder). A failure
+ * (ENOSPC, EROFS, ...) removes the temp file and says which file could not be written and why.
+ */
+export async function writeFileAtomic(
+  path: string,
+  bytes: Uint8Array,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
   const slash = path.lastIndexOf("/");
   const dir = slash >= 0 ? path.slice(0, slash) || "/" : ".";
   const tmp = `${dir}/.${path.slice(slash + 1)}.${Deno.pid}.tmp`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    await writeAll(file, bytes);
-    await file.sync();
-  } finally {
-    file.close();
+    // createNew (O_EXCL) never follows a planted symlink; a stale temp of a reused pid is removed first.
+    await Deno.remove(tmp).catch(() => {});
+    const file = await (options.openTemp?.(tmp) ??
+      Deno.open(tmp, { write: true, createNew: true, mode: 0o600 }));
+    try {
+      await writeAll(file, bytes);
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw new Error(`Cannot write "${path}": ${(e as Error).message}`);
   }
-  await Deno.rename(tmp, path);
   const d = await Deno.open(dir, { read: true });
   try {
     await d.sync();
@@ -159,6 +199,8 @@ export interface StoreOptions {
   /** Checkpoints to keep (newest first); older ones are deleted after a successful write. Default 3. */
   keep?: number;
   warn?: (message: string) => void;
+  /** See AtomicWriteOptions (fault injection in tests). */
+  openTemp?: AtomicWriteOptions["openTemp"];
 }
 
 export interface Resumed extends Checkpoint {
@@ -198,7 +240,7 @@ export class CheckpointStore {
       counters,
     }, state);
     const path = `${this.dir}/${checkpointName(step)}`;
-    await writeFileAtomic(path, bytes);
+    await writeFileAtomic(path, bytes, { openTemp: this.options.openTemp });
     for (const old of (await this.list()).slice(this.keep)) {
       await Deno.remove(old.path).catch(() => {});
     }
@@ -209,16 +251,15 @@ export class CheckpointStore {
   async read(path: string): Promise<Checkpoint> {
     const ck = await decodeCheckpoint(await Deno.readFile(path), path);
     const h = ck.header;
-    if (h.model_sha256 !== this.options.modelSha256) {
+    if (h.model_sha256 !== this.options.modelSha256 || h.method !== this.options.method) {
+      const other = h.model_sha256 !== this.options.modelSha256
+        ? `model sha256 ${h.model_sha256.slice(0, 12)}… with method "${h.method}"`
+        : `method "${h.method}"`;
+      const mine = h.model_sha256 !== this.options.modelSha256
+        ? `model sha256 ${this.options.modelSha256.slice(0, 12)}… with method "${this.options.method}"`
+        : `method "${this.options.method}"`;
       throw new CheckpointError(
-        `Checkpoint "${path}" was written for model sha256 ${h.model_sha256.slice(0, 12)}…, ` +
-          `not the served model ${this.options.modelSha256.slice(0, 12)}…`,
-        "mismatch",
-      );
-    }
-    if (h.method !== this.options.method) {
-      throw new CheckpointError(
-        `Checkpoint "${path}" holds a "${h.method}" state, not "${this.options.method}"`,
+        `Checkpoint "${path}" was written for ${other}, not for the served ${mine}`,
         "mismatch",
       );
     }
@@ -227,8 +268,10 @@ export class CheckpointStore {
 
   /**
    * The newest checkpoint that reads back and that `accept` takes (it may throw to refuse, e.g. on tensor
-   * names that the method does not have). Each refused file is renamed to `*.bad` with a warning; leftover
-   * temp files of interrupted writes are removed. Null when none is usable.
+   * names that the method does not have). A corrupt file (damaged, torn, non-finite) is renamed to `*.bad`
+   * with a warning and the next one is tried; a file of another model, method or tensor layout is left
+   * untouched and this throws a CheckpointError("mismatch") naming both. Null when none is left. Temp files
+   * of interrupted writes are removed, and `.bad` files beyond the newest KEEP_BAD are pruned.
    */
   async resume(accept: (ck: Checkpoint) => Promise<void> | void): Promise<Resumed | null> {
     for await (const e of Deno.readDir(this.dir)) {
@@ -236,22 +279,61 @@ export class CheckpointStore {
         await Deno.remove(`${this.dir}/${e.name}`).catch(() => {});
       }
     }
-    for (const { path } of await this.list()) {
-      try {
-        const ck = await this.read(path);
-        await accept(ck);
+    try {
+      for (const { path } of await this.list()) {
+        let ck: Checkpoint;
+        try {
+          ck = await this.read(path);
+        } catch (e) {
+          if (e instanceof CheckpointError && e.kind === "mismatch") throw this.#mismatch(e.message);
+          const why = e instanceof CheckpointError
+            ? e.message
+            : `Checkpoint "${path}" cannot be read: ${(e as Error).message}`;
+          await this.#setAside(path, why);
+          continue;
+        }
+        try {
+          await accept(ck);
+        } catch (e) {
+          // Readable and intact but not this method's layout: another configuration's state, kept.
+          throw this.#mismatch(
+            `Checkpoint "${path}" does not fit the method's state: ${(e as Error).message}`,
+          );
+        }
         return { ...ck, path };
-      } catch (e) {
-        const why = e instanceof CheckpointError
-          ? e.message
-          : `Checkpoint "${path}" cannot be loaded: ${(e as Error).message}`;
-        this.#warn(`${why}; set aside as ${path.slice(path.lastIndexOf("/") + 1)}.bad`);
-        await Deno.rename(path, `${path}.bad`).catch((r) =>
-          this.#warn(`cannot rename "${path}": ${r.message}`)
-        );
       }
+      return null;
+    } finally {
+      await this.#pruneBad();
     }
-    return null;
+  }
+
+  #mismatch(why: string): CheckpointError {
+    return new CheckpointError(
+      `${why}. The checkpoints in "${this.dir}" are left untouched: start with the --model and --method ` +
+        `they were written for, or give another --state (or move them away) to start afresh`,
+      "mismatch",
+    );
+  }
+
+  async #setAside(path: string, why: string): Promise<void> {
+    this.#warn(`${why}; set aside as ${path.slice(path.lastIndexOf("/") + 1)}.bad`);
+    await Deno.rename(path, `${path}.bad`).catch((r) => this.#warn(`cannot rename "${path}": ${r.message}`));
+    // The rename is what makes it "set aside": its mtime orders it among the .bad files to prune.
+    const now = new Date();
+    await Deno.utime(`${path}.bad`, now, now).catch(() => {});
+  }
+
+  async #pruneBad(): Promise<void> {
+    const bad: { path: string; mtime: number }[] = [];
+    for await (const e of Deno.readDir(this.dir)) {
+      if (!e.isFile || !e.name.endsWith(".etck.bad")) continue;
+      const path = `${this.dir}/${e.name}`;
+      const st = await Deno.lstat(path).catch(() => null);
+      if (st) bad.push({ path, mtime: st.mtime?.getTime() ?? 0 });
+    }
+    bad.sort((a, b) => b.mtime - a.mtime || (a.path < b.path ? 1 : -1));
+    for (const { path } of bad.slice(KEEP_BAD)) await Deno.remove(path).catch(() => {});
   }
 }
 

@@ -1,17 +1,35 @@
 /**
  * What the service accepts as one input, turned into the model's C x H x W float32 input:
- * - `image/png`, `image/jpeg`: decoded, then preprocessed exactly as `adapt` does (pad, resize, channels,
- *   mean/std from the flags or the model's sidecar);
+ * - `image/png`, `image/jpeg`, `image/webp`, `image/bmp`: the header is read first and an image that declares
+ *   more than the pixel cap (`--max-pixels`, 2^24 by default here), or, when nothing resizes, not exactly the
+ *   model's size, is refused before a pixel is decoded (src/data/decode.ts decodes in memory bounded by the
+ *   declared size); then it is preprocessed exactly as `adapt` does (pad, resize, channels, mean/std from the
+ *   flags or the model's sidecar);
  * - `application/octet-stream` or `application/x-edgetrain-tensor`: the model input itself, C*H*W float32
  *   values in little-endian byte order, already preprocessed; an `X-Shape: C,H,W` (or `1,C,H,W`) header is
  *   optional and, when given, must match the model.
  * Every failure is an InputError carrying the HTTP status and a one-line reason; nothing here touches the
  * adapted state.
  */
-import { decodeImage, type ImageSet } from "../data/images.ts";
+import { decodeForModel } from "../data/decode.ts";
+import { ImageDecodeError, type ImageErrorKind } from "../data/decode_error.ts";
+import type { ImageSet } from "../data/images.ts";
 import { outputShape, preprocessBatch, type PreprocessOptions } from "../data/preprocess.ts";
 
-export const IMAGE_TYPES = ["image/png", "image/jpeg"] as const;
+export const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/bmp"] as const;
+
+/**
+ * The service's pixel cap unless --max-pixels says otherwise: 2^24 = 16.8 MP (4096 x 4096), a quarter of the
+ * CLI's, because a long-running service decodes one request after another under a memory cap.
+ */
+export const SERVE_MAX_PIXELS = 1 << 24;
+
+const DECODE_STATUS: Record<ImageErrorKind, 400 | 413 | 415 | 422> = {
+  corrupt: 400,
+  "too-large": 413,
+  unsupported: 400,
+  "size-mismatch": 422,
+};
 export const TENSOR_TYPES = ["application/octet-stream", "application/x-edgetrain-tensor"] as const;
 
 export class InputError extends Error {
@@ -41,12 +59,26 @@ function checkFinite(x: Float32Array, what: string): Float32Array {
   return x;
 }
 
-/** Decodes an image and preprocesses it to the model input; wrong sizes give 422. */
-export function imageInput(bytes: Uint8Array, spec: InputSpec): Float32Array {
+/**
+ * Decodes an image (refused from its header when too large or, with nothing resizing, the wrong size) and
+ * preprocesses it to the model input. `name` (a spool file) is named in the errors.
+ */
+export function imageInput(bytes: Uint8Array, spec: InputSpec, name?: string): Float32Array {
   let img;
   try {
-    img = decodeImage(bytes);
+    const preprocess = { ...spec.preprocess, maxPixels: spec.preprocess.maxPixels ?? SERVE_MAX_PIXELS };
+    img = decodeForModel(bytes, { preprocess, input: spec.shape }, { name });
   } catch (e) {
+    if (e instanceof ImageDecodeError) {
+      const pad = spec.preprocess.pad ? ` after --pad ${spec.preprocess.pad}` : "";
+      const why = e.kind === "size-mismatch"
+        ? `${e.reason} (the model expects ${spec.shape.join("x")}${pad}); refused before decoding`
+        : e.reason;
+      throw new InputError(
+        DECODE_STATUS[e.kind],
+        `${name ? `Cannot decode "${name}"` : "Cannot decode the image"}: ${why}`,
+      );
+    }
     throw new InputError(400, `Cannot decode the image: ${(e as Error).message}`);
   }
   const [c, h, w] = spec.shape;
@@ -115,7 +147,9 @@ export function decodeInput(
 ): Float32Array {
   const type = mediaType(contentType);
   if (bytes.length === 0) throw new InputError(400, "The request body is empty");
-  if ((IMAGE_TYPES as readonly string[]).includes(type) || type === "image/jpg") {
+  if (
+    (IMAGE_TYPES as readonly string[]).includes(type) || type === "image/jpg" || type === "image/x-ms-bmp"
+  ) {
     return imageInput(bytes, spec);
   }
   if ((TENSOR_TYPES as readonly string[]).includes(type)) return tensorInput(bytes, xShape, spec);
@@ -129,7 +163,11 @@ export function decodeInput(
 
 /** Spool files: images by extension (the only kind a folder can carry without a header). */
 export function spoolInput(name: string, bytes: Uint8Array, spec: InputSpec): Float32Array {
-  if (!/\.(png|jpe?g)$/i.test(name)) throw new InputError(415, `"${name}" is not a .png, .jpg or .jpeg file`);
+  if (!SPOOL_IMAGE_NAME.test(name)) throw new InputError(415, `"${name}" is not ${SPOOL_EXTENSIONS}`);
   if (bytes.length === 0) throw new InputError(400, `"${name}" is empty`);
-  return imageInput(bytes, spec);
+  return imageInput(bytes, spec, name);
 }
+
+/** The extensions the spool takes (a folder carries no Content-Type). */
+export const SPOOL_IMAGE_NAME = /\.(png|jpe?g|webp|bmp)$/i;
+export const SPOOL_EXTENSIONS = "a .png, .jpg, .jpeg, .webp or .bmp file";

@@ -1,16 +1,19 @@
 /**
  * The HTTP API (Deno.serve). Routes:
  *   POST /v1/predict   body: image/png, image/jpeg, or a raw float32 tensor (see inputs.ts) -> prediction JSON
- *   GET  /v1/health    liveness, never needs the token
+ *   GET  /v1/health    liveness and finite outputs (503 "degraded" when not), never needs the token
  *   GET  /metrics      Prometheus text
  *   POST /v1/reset     back to the source state
  *   GET  /v1/state     method, steps, last checkpoint (`?digest=1` adds a SHA-256 of the adapted state)
  * With a token, every route but health needs `Authorization: Bearer <token>`. Bodies are read with a size
- * limit (413, checked before and while reading). A bad request gets a 4xx JSON `{ "error": reason }` and
- * never reaches the adapted state.
+ * limit (413, checked before and while reading) and within the server's body deadline (408, http1.ts). A bad
+ * request gets a 4xx JSON `{ "error": reason }` and never reaches the adapted state. A prediction that is not
+ * finite is answered 500 with its reason, never as class 0 with null probabilities.
  */
 import { type Batcher, BatcherClosedError } from "./batcher.ts";
 import type { AdaptEngine, Prediction } from "./engine.ts";
+import { type Health, nonFiniteReason } from "./health.ts";
+import { HttpError } from "./http1.ts";
 import { decodeInput, InputError, type InputSpec } from "./inputs.ts";
 import { MetricsText, type RequestMetrics } from "./metrics.ts";
 
@@ -19,6 +22,7 @@ export interface ApiContext {
   batcher: Batcher<Float32Array, Prediction>;
   spec: InputSpec;
   metrics: RequestMetrics;
+  health: Health;
   /** Bearer token; null: no authentication. */
   token: string | null;
   maxBodyBytes: number;
@@ -45,7 +49,10 @@ function sameToken(a: string, b: string): boolean {
   return diff === 0;
 }
 
-/** Reads a body of at most `limit` bytes; null when it is larger (the rest is not read). */
+/**
+ * Reads a body of at most `limit` bytes; null when it is larger (the rest is not read). A body that breaks
+ * off, is malformed or misses its deadline throws the server's HttpError (400, 408).
+ */
 export async function readLimited(req: Request, limit: number): Promise<Uint8Array | null> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
@@ -93,7 +100,10 @@ export function createHandler(ctx: ApiContext): (req: Request) => Promise<Respon
         allow: methods.join(", "),
       });
     }
-    if (url.pathname === "/v1/health") return json(200, { status: "ok", steps: ctx.engine.steps });
+    if (url.pathname === "/v1/health") {
+      const { code, body } = ctx.health.report(ctx.engine.steps);
+      return json(code, body);
+    }
     if (ctx.token !== null) {
       const auth = req.headers.get("authorization") ?? "";
       const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
@@ -143,7 +153,13 @@ export function createHandler(ctx: ApiContext): (req: Request) => Promise<Respon
   };
 
   const predict = async (req: Request): Promise<Response> => {
-    const body = await readLimited(req, ctx.maxBodyBytes);
+    let body: Uint8Array | null;
+    try {
+      body = await readLimited(req, ctx.maxBodyBytes);
+    } catch (e) {
+      if (!(e instanceof HttpError)) throw e;
+      return fail(e.status, e.message);
+    }
     if (body === null) {
       return fail(413, `The request body is larger than the limit of ${ctx.maxBodyBytes} bytes`);
     }
@@ -156,7 +172,8 @@ export function createHandler(ctx: ApiContext): (req: Request) => Promise<Respon
       return fail(e.status, e.message);
     }
     const p = await ctx.batcher.submit(x);
-    return json(200, p);
+    const bad = nonFiniteReason(p);
+    return bad ? json(500, { error: `Internal error: ${bad}`, step: p.step }) : json(200, p);
   };
 
   return async (req: Request): Promise<Response> => {

@@ -1,8 +1,9 @@
 /**
  * Wires a running service together: backend, model and method, resume from the newest valid checkpoint,
  * the batcher, the HTTP API, the spool, sd_notify (READY, WATCHDOG, STATUS, STOPPING) and a graceful stop
- * that answers what is queued and writes a final checkpoint. `src/cli/serve.ts` parses flags into
- * ServiceOptions and installs the signal handlers.
+ * that answers what is queued, writes the final checkpoint and only then drops clients that are still
+ * sending (so that slow clients cannot push the stop past the unit's TimeoutStopSec and cost the
+ * checkpoint). `src/cli/serve.ts` parses flags into ServiceOptions and installs the signal handlers.
  */
 import type { PreprocessOptions } from "../data/preprocess.ts";
 import { RuntimeGuard } from "../governor/guard.ts";
@@ -13,7 +14,10 @@ import type { OnnxModule } from "../onnx/import.ts";
 import { Batcher } from "./batcher.ts";
 import { CheckpointStore, sha256Hex } from "./checkpoint.ts";
 import { AdaptEngine, type Prediction } from "./engine.ts";
+import { Health } from "./health.ts";
+import { HttpServer } from "./http1.ts";
 import { RequestMetrics } from "./metrics.ts";
+import type { ResultsLogOptions } from "./results_log.ts";
 import { SdNotify } from "./sd_notify.ts";
 import { createHandler, isLoopback } from "./server.ts";
 import { Spool } from "./spool.ts";
@@ -50,8 +54,16 @@ export interface ServiceOptions {
   keepCheckpoints?: number;
   token: string | null;
   maxBodyBytes: number;
+  /** Deadlines for a request's head and body, and the open-connection cap (http1.ts defaults). */
+  headerTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  maxConnections?: number;
   spool?: string;
   spoolResults?: string;
+  /** Spool: how long a file written in place must hold still before it is taken (default 1000 ms). */
+  spoolSettleMs?: number;
+  /** Spool: rotation of the results file. */
+  spoolResultsLog?: ResultsLogOptions;
   collapseGuard?: boolean;
   log?: (message: string) => void;
 }
@@ -65,9 +77,25 @@ export interface RunningService {
   finished: Promise<void>;
 }
 
+/** Creates `dir` if needed and proves it writable now, rather than at the first checkpoint. */
+export async function checkWritable(dir: string, what: string): Promise<void> {
+  const probe = `${dir}/.edgetrain-write-probe-${Deno.pid}`;
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeFile(probe, new Uint8Array(1), { createNew: true, mode: 0o600 });
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new Error(`${what} "${dir}" is not writable: ${(e as Error).message}`);
+  }
+}
+
 export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? ((m: string) => console.error(`edgetrain serve: ${m}`));
-  await Deno.mkdir(o.state, { recursive: true });
+  if (!isLoopback(o.hostname) && o.token === null) {
+    throw new Error(`Listening on ${o.hostname} without a token is refused: give --token-file`);
+  }
+  await checkWritable(o.state, "State folder");
+  if (o.spool) await checkWritable(o.spool, "Spool folder");
   const modelSha256 = await sha256Hex(o.modelBytes);
   const descriptor = adaptMethod(o.method);
   const method = await descriptor.create(o.module, {
@@ -110,11 +138,13 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       : `no usable checkpoint in "${o.state}": starting "${method.name}" from the source model`,
   );
 
+  const health = new Health();
   const batcher: Batcher<Float32Array, Prediction> = new Batcher({
     batch: o.maxChunk,
     flushMs: o.flushMs,
     run: async (xs) => {
       const out = await engine.step(xs);
+      health.observe(out);
       if (engine.checkpointDue()) {
         // After this batch's replies, before the next batch: the replies do not wait for the disk.
         batcher.exclusive(() => engine.checkpoint("periodic")).catch((e) => {
@@ -131,6 +161,9 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     ? new Spool({
       dir: o.spool,
       results: o.spoolResults,
+      resultsLog: o.spoolResultsLog,
+      settleMs: o.spoolSettleMs,
+      maxFileBytes: o.maxBodyBytes,
       batcher,
       engine,
       spec,
@@ -138,40 +171,33 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       log: (m) => log(`spool: ${m}`),
     })
     : null;
-  if (!isLoopback(o.hostname) && o.token === null) {
-    log(
-      `warning: listening on ${o.hostname} without --token-file: anyone who can reach it can adapt the model`,
-    );
-  }
   const handler = createHandler({
     engine,
     batcher,
     spec,
     metrics,
+    health,
     token: o.token,
     maxBodyBytes: o.maxBodyBytes,
     info: () => ({
       listen: url,
-      spool: spool ? { dir: o.spool, results: spool.results, processed: spool.processed } : null,
+      connections: server.connections,
+      spool: spool
+        ? { dir: o.spool, results: spool.results, processed: spool.processed, halted: spool.halted }
+        : null,
     }),
     log,
   });
-  let url = "";
-  const listening = Promise.withResolvers<void>();
-  const server = Deno.serve({
+  const server = new HttpServer({
     hostname: o.hostname,
     port: o.port,
-    onListen: (addr) => {
-      const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-      url = `http://${host}:${addr.port}`;
-      listening.resolve();
-    },
-    onError: (e) => {
-      log(`request failed: ${(e as Error).message}`);
-      return new Response(JSON.stringify({ error: "Internal error" }) + "\n", { status: 500 });
-    },
+    headerTimeoutMs: o.headerTimeoutMs,
+    bodyTimeoutMs: o.bodyTimeoutMs,
+    maxConnections: o.maxConnections,
+    onError: (e) => log(`request failed: ${(e as Error).message}`),
   }, handler);
-  await listening.promise;
+  const host = server.addr.hostname.includes(":") ? `[${server.addr.hostname}]` : server.addr.hostname;
+  const url = `http://${host}:${server.addr.port}`;
   log(
     `${method.name} on ${o.backend.name}, memory ${o.memory}, store ${o.store}, listening on ${url}`,
   );
@@ -200,13 +226,20 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       log(`stopping (${reason}): answering queued requests and writing a checkpoint`);
       await notify?.send({ STOPPING: 1, STATUS: `stopping: ${reason}` });
       if (watchdog !== undefined) clearInterval(watchdog);
-      await Promise.all([server.shutdown(), batcher.close(), spool?.stop()]);
+      // No new connections; requests already read are answered; the checkpoint comes before anything that
+      // waits on a client.
+      server.drain();
+      await Promise.all([batcher.close(), spool?.stop()]);
       await batcher.idle();
       try {
         if (engine.lastCheckpoint?.step !== engine.steps) await engine.checkpoint(reason);
       } catch (e) {
-        log(`final checkpoint failed: ${(e as Error).message}`);
+        const kept = engine.lastCheckpoint ? `step ${engine.lastCheckpoint.step}` : "none";
+        log(
+          `final checkpoint at step ${engine.steps} failed: ${(e as Error).message} (newest kept: ${kept})`,
+        );
       }
+      await server.close();
       notify?.close();
       guard.dispose();
       method.dispose();

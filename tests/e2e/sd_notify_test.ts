@@ -176,6 +176,8 @@ Deno.test("service install writes a Type=notify unit with watchdog, hardening an
       model,
     ]
       .concat([
+        "--run-as",
+        "nobody",
         "--state",
         `${dir}/state dir`,
         "--unit-dir",
@@ -211,6 +213,8 @@ Deno.test("service install writes a Type=notify unit with watchdog, hardening an
   ok(exec.includes("--allow-net=127.0.0.1:9000,"), exec);
   ok(exec.includes("%t/systemd/notify"), "the notify socket is a systemd specifier");
   ok(exec.includes(`"--allow-write=${dir}/state dir,%t/systemd/notify"`), exec);
+  ok(exec.includes("--token-file %d/token"), "the token comes in as a systemd credential");
+  ok(unit.includes(`LoadCredential=token:${dir}/token`), unit);
   ok(exec.includes("serve --model") && exec.includes("--batch 8"), exec);
   ok(Deno.statSync(`${dir}/state dir`).isDirectory, "the state folder exists (ReadWritePaths= needs it)");
   // systemd's own parser, where installed (it needs no running systemd).
@@ -221,5 +225,138 @@ Deno.test("service install writes a Type=notify unit with watchdog, hardening an
   }).output().catch(() => null);
   if (analyze) equal(analyze.code, 0, new TextDecoder().decode(analyze.stderr));
   else console.log("systemd-analyze is not installed: unit syntax not verified by systemd");
+  await Deno.remove(dir, { recursive: true });
+});
+
+/** `service install ARGS --print`: the unit text, or the refusal. */
+async function install(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../main.ts", import.meta.url).pathname, "service", "install", ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    unit: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("service install: a least-privilege unit that systemd-analyze security --offline=yes scores at 2.5 or lower (issue 14: unit)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "edgetrain-unit-sec-" });
+  const model = await writeSmallModel(dir);
+  const binary = Deno.execPath(); // stands in for an installed /usr/local/bin/edgetrain (it must exist for verify)
+  const variants: [string, string[], string[]][] = [
+    ["GPU, loopback, DynamicUser", ["--state", "/var/lib/edgetrain-test"], [
+      "DynamicUser=yes",
+      "StateDirectory=edgetrain-test",
+      "SupplementaryGroups=",
+      "IPAddressDeny=any",
+      "MemoryMax=75%",
+    ]],
+    ["CPU, LAN with a token, device profile", [
+      "--state",
+      "/var/lib/edgetrain-test",
+      "--backend",
+      "cpu",
+      "--device",
+      "jetson-nano-4gb",
+      "--listen",
+      "0.0.0.0:8417",
+      "--token-file",
+      "/etc/edgetrain/token",
+    ], [
+      "PrivateDevices=yes",
+      "PrivateUsers=yes",
+      "MemoryMax=2147483648",
+      "LoadCredential=token:/etc/edgetrain/token",
+    ]],
+    [
+      "User=, a spool",
+      ["--state", "/srv/edgetrain/state", "--spool", "/srv/camera", "--run-as", "edgetrain"],
+      [
+        "User=edgetrain",
+        "ReadWritePaths=/srv/edgetrain/state /srv/camera",
+      ],
+    ],
+  ];
+  const analyze = await new Deno.Command("systemd-analyze", { args: ["--version"], stdout: "null" }).output()
+    .catch(() => null);
+  for (const [what, args, expect] of variants) {
+    const res = await install([
+      "--model",
+      model,
+      "--binary",
+      binary,
+      "--name",
+      "edgetrain-sec",
+      ...args,
+      "--print",
+    ]);
+    equal(res.code, 0, `${what}: ${res.stderr}`);
+    const lines = res.unit.split("\n");
+    for (
+      const line of [
+        ...expect,
+        "CapabilityBoundingSet=",
+        "NoNewPrivileges=yes",
+        "SystemCallFilter=@system-service",
+        "SystemCallArchitectures=native",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "ProtectSystem=strict",
+      ]
+    ) {
+      ok(
+        lines.some((l) => l === line || (line.endsWith("=") && l.startsWith(line))),
+        `${what}: ${line} in\n${res.unit}`,
+      );
+    }
+    ok(lines.some((l) => l.startsWith(`ExecStart=${binary} serve `)), res.unit);
+    ok(!lines.some((l) => /^(User=root|DynamicUser=no)/.test(l)));
+    if (!analyze) continue;
+    const file = `${dir}/edgetrain-sec.service`;
+    await Deno.writeTextFile(file, res.unit);
+    const sec = await new Deno.Command("systemd-analyze", {
+      args: ["security", "--offline=yes", file],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(sec.stdout) + new TextDecoder().decode(sec.stderr);
+    const score = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(text)?.[1]);
+    ok(score <= 2.5, `${what}: exposure ${score} > 2.5\n${text}`);
+    console.log(`systemd-analyze security --offline=yes (${what}): ${score}`);
+  }
+  if (!analyze) console.log("systemd-analyze is not installed: the exposure score was not measured");
+
+  // What install refuses: a binary in a package-manager cache, a socket path that cannot be bound, a state
+  // folder a dynamic user cannot own.
+  const npx = await install([
+    "--model",
+    model,
+    "--state",
+    "/var/lib/e",
+    "--binary",
+    "/root/.npm/_npx/1a2b/node_modules/deno/deno",
+    "--print",
+  ]);
+  equal(npx.code, 2, npx.stderr);
+  ok(/package-manager cache/.test(npx.stderr), npx.stderr);
+  const long = await install([
+    "--model",
+    model,
+    "--state",
+    `/var/lib/${"x".repeat(100)}`,
+    "--binary",
+    binary,
+    "--print",
+  ]);
+  equal(long.code, 2, long.stderr);
+  ok(/sd_notify socket .* longer than 107 bytes/.test(long.stderr), long.stderr);
+  const outside = await install(["--model", model, "--state", "/srv/state", "--binary", binary, "--print"]);
+  equal(outside.code, 2, outside.stderr);
+  ok(/--run-as/.test(outside.stderr) && /DynamicUser/.test(outside.stderr), outside.stderr);
   await Deno.remove(dir, { recursive: true });
 });
