@@ -22,6 +22,7 @@ import {
   type PreprocessOptions,
 } from "../src/data/preprocess.ts";
 import { EcoTta } from "../src/methods/ecotta.ts";
+import { streamed } from "../src/methods/streaming.ts";
 import { type Domain, runAdaptation } from "../src/methods/run.ts";
 import { Tent } from "../src/methods/tent.ts";
 import { loadModel, type OnnxModel } from "../src/onnx/model.ts";
@@ -83,7 +84,7 @@ const severity = Number(args.severity);
 const domains: Domain[] = CORRUPTIONS.map((c) => ({ name: c, set: corrupt(images, c, { severity }) }));
 const stream = Array.from({ length: rounds }, () => domains).flat();
 const net = importOnnx(backend, onnx);
-const method = await EcoTta.create(net, { warmup, name });
+const method = streamed(await EcoTta.create(net, { warmup, name }), { stream: { capacity: batch } });
 const report = await runAdaptation(backend, method, stream, { batch, preprocess });
 const perRound = Array.from({ length: rounds }, (_, r) => {
   const ds = report.domains.slice(r * domains.length, (r + 1) * domains.length);

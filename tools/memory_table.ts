@@ -18,7 +18,7 @@ import { withStore } from "../src/memory/policy.ts";
 import type { ConcreteStore } from "../src/memory/policy.ts";
 import { prepareTransfer, type TransferMethod } from "../src/methods/mobiletl.ts";
 import { evaluate, trainSupervised } from "../src/methods/supervised.ts";
-import { Tent } from "../src/methods/tent.ts";
+import { createMethod } from "../src/methods/registry.ts";
 import { runAdaptation } from "../src/methods/run.ts";
 import type { Module } from "../src/nn/module.ts";
 import { buildIrbNet, type IrbNet } from "../src/nn/mobilenet.ts";
@@ -360,7 +360,7 @@ async function tentTable(): Promise<void> {
   let base: { error: number; saved: number } | null = null;
   for (const store of ["fp32", "fp16", "int8", "int4"] as const) {
     const model = importOnnx(backend, onnx);
-    const tent = await Tent.create(model);
+    const tent = await createMethod("tent", model);
     const r = await withStore(
       store,
       () =>

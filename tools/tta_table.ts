@@ -23,7 +23,7 @@ const args = parseArgs({
     model: { type: "string", default: "fixtures/models/mnist_irb.onnx" },
     streams: { type: "string", default: "fixtures/streams/mnist_c" },
     methods: { type: "string", default: "source,bn,tent,eata,sar,ecotta" },
-    protocols: { type: "string", default: "per-domain,continual,episodic" },
+    protocols: { type: "string", default: "per-domain,continual" },
     batch: { type: "string", default: "64" },
     backend: { type: "string", default: "cpu" },
     torch: { type: "string" },
@@ -45,7 +45,6 @@ const batch = Number(args.batch);
 const protocolOf: Record<string, Protocol> = {
   "per-domain": "reset-each-domain",
   continual: "continual",
-  episodic: "episodic",
 };
 type Row = {
   method: string;

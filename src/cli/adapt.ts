@@ -193,6 +193,7 @@ export default async function adapt(args: string[]): Promise<number> {
     skipped: report.skipped + skipped.length,
     skipped_inputs: [...skipped, ...report.skipped_inputs],
     ...(writer ? { out: writer.path, rows: writer.rows } : {}),
+    memory: batch,
     store,
     predicted_peak_bytes: gov.predicted_peak_bytes,
     ...(gov.plan

@@ -89,7 +89,7 @@ export class Estimator {
       return Promise.reject(new Error(`estimate(): batch must be a positive integer, got ${batch}`));
     }
     const store = resolveStore(options.store ?? "auto", method);
-    const key = JSON.stringify({ ...options, store, chunk: Math.min(options.chunk ?? batch, batch) });
+    const key = JSON.stringify({ ...options, store, chunk: options.chunk ?? batch });
     let e = this.#cache.get(key);
     if (!e) {
       e = this.#queue.then(() => this.#run(options, store));
@@ -143,13 +143,19 @@ export class Estimator {
     try {
       const loop = new AdaptStream(method, { guard });
       this.#backend.ledger.resetPeak();
-      // One chunk as the frames arrive (the answering forward at that size), then whole minibatches until
-      // the learning steps have run: the frames in between change what is live, never the peak.
-      const chunk = Math.min(o.chunk ?? o.batch, o.batch);
-      await feedChunk(loop, this.#backend, null, [chunk, ...shape.slice(1)]);
-      const frames = d.adapts ? steps * o.batch : 0;
-      for (let fed = chunk; fed < frames; fed += o.batch) {
-        await feedChunk(loop, this.#backend, null, [Math.min(o.batch, frames - fed), ...shape.slice(1)]);
+      // Chunks as the frames arrive, until the learning steps have run (the bank is full from the first):
+      // the same sequence of answers, bank offers and learning steps as a run of that chunk size.
+      const chunk = o.chunk ?? o.batch;
+      const frames = shape.slice(1);
+      let learned = 0;
+      // A method learns every `batch` frames: if it has not after that many chunks, it never will.
+      const most = steps * Math.ceil(o.batch / chunk) + 1;
+      for (let k = 0; k < most && (k === 0 || (d.adapts && learned < steps)); k++) {
+        const e = await feedChunk(loop, this.#backend, null, [chunk, ...frames]);
+        learned += e.result.learned ?? 0;
+      }
+      if (d.adapts && learned < steps) {
+        throw new Error(`estimate(): ${o.method} learned ${learned} times in ${most} chunks of ${chunk}`);
       }
       return method.trainables().reduce((s, p) => s + p.size, 0);
     } finally {

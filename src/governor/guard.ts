@@ -89,7 +89,9 @@ function merge(parts: StepResult[]): StepResult {
     updated: parts.some((r) => r.updated),
     used: parts.reduce((s, r) => s + r.used, 0),
     reset: reset !== undefined,
-    ...(reset?.resetReason ? { resetReason: reset.resetReason } : {}),
+    ...(reset?.resetReason ? { resetReason: reset.resetReason, resetCause: reset.resetCause } : {}),
+    learned: parts.reduce((s, r) => s + (r.learned ?? 0), 0),
+    ...(parts.at(-1)!.bank ? { bank: parts.at(-1)!.bank } : {}),
   };
 }
 

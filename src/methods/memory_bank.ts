@@ -96,9 +96,9 @@ export class MemoryBank {
   /** Offer rows of x [n, C, H, W] with their pseudo-labels and uncertainties, in order. */
   add(x: Tensor, labels: ArrayLike<number>, uncertainties: ArrayLike<number>, classes: number): void {
     const [n, ...frame] = x.shape;
+    this.#classes ||= classes;
     if (!this.#frames) {
       this.#frames = Tensor.empty(x.backend, [this.capacity, ...frame], { category: "bank" });
-      this.#classes = classes;
     } else if (this.#frames.shape.slice(1).join() !== frame.join()) {
       throw new Error(
         `MemoryBank: frames of [${frame.join(", ")}] do not fit a bank of [${
@@ -173,9 +173,10 @@ export class MemoryBank {
     }
   }
 
-  /** Forget every frame (the store stays allocated). */
+  /** Forget every frame, as a new bank (the store stays allocated). */
   clear(): void {
     this.#items = [];
+    this.#classes = 0;
   }
 
   dispose(): void {

@@ -1,3 +1,4 @@
+import { autoCandidates } from "../../src/methods/registry.ts";
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { runCli, STREAMS } from "./_cli.ts";
 import { IDX_IMAGES_MAGIC, readIdxImages } from "../../src/data/idx.ts";
@@ -5,7 +6,7 @@ import { loadProfile } from "../../src/devices/profile.ts";
 import { storesFor } from "../../src/governor/planner.ts";
 
 const MODEL = "fixtures/models/mnist_irb.onnx";
-const RANK = ["ecotta", "sar", "eata", "tent", "bn"];
+const RANK = autoCandidates("adapt").map((m) => m.name);
 
 /** Lexicographic: method rank, then larger batch, then more faithful store; lower is better. */
 function notWorse(a: number[], b: number[]): boolean {
@@ -48,7 +49,7 @@ Deno.test("edgetrain plan prints the choice, the prediction per category and the
   match(none.stderr, /nothing fits/);
 });
 
-Deno.test("edgetrain adapt --budget B --batch auto --method auto stays within B and never picks worse for more", async () => {
+Deno.test("edgetrain adapt --budget B --memory auto --method auto stays within B and never picks worse for more", async () => {
   const dir = await Deno.makeTempDir();
   const images = await smallStream(dir, 64);
   let prev: number[] | null = null;
@@ -61,7 +62,7 @@ Deno.test("edgetrain adapt --budget B --batch auto --method auto stays within B 
       images,
       "--method",
       "auto",
-      "--batch",
+      "--memory",
       "auto",
       "--budget",
       budget,
@@ -78,7 +79,7 @@ Deno.test("edgetrain adapt --budget B --batch auto --method auto stays within B 
       `${budget}: measured ${out.peak_bytes} > ${out.predicted_peak_bytes}`,
     );
     deepEqual(out.backoffs, []);
-    const rank = [RANK.indexOf(out.method), -out.batch, storesFor(out.method).indexOf(out.store)];
+    const rank = [RANK.indexOf(out.method), -out.memory, storesFor(out.method).indexOf(out.store)];
     if (prev) ok(notWorse(rank, prev), `${budget} picked [${rank}] after [${prev}]`);
     prev = rank;
   }

@@ -218,8 +218,9 @@ Deno.test("serve: non-finite outputs make /v1/health 503 degraded, a non-finite 
   equal(refused.code, 1);
   ok(refused.stderr.includes(`"${name}" has NaN`), refused.stderr);
 
+  // --memory 2: the service learns after every pair, the step that answers it.
   const args = ["--model", model, "--method", "tent", "--state", state, "--backend", "cpu", "--batch", "2"]
-    .concat(["--flush-ms", "20", "--checkpoint-every", "1", "--keep-checkpoints", "2"]);
+    .concat(["--memory", "2", "--flush-ms", "20", "--checkpoint-every", "1", "--keep-checkpoints", "2"]);
   let served = await startServe(args, { narrow: { model, state } });
   const pair = (v: number) => Promise.all([predict(served.url, v), predict(served.url, -v)]);
   for (const v of [0.3, 0.5, 0.7]) for (const r of await pair(v)) equal(r.status, 200, await r.text());

@@ -9,7 +9,7 @@ import { corrupt } from "../../src/data/corruptions.ts";
 import { subset } from "../../src/data/images.ts";
 import { mnistSplit } from "../../src/data/mnist.ts";
 import { runAdaptation } from "../../src/methods/run.ts";
-import { Tent } from "../../src/methods/tent.ts";
+import { createMethod } from "../../src/methods/registry.ts";
 import { importOnnx } from "../../src/onnx/import.ts";
 import { loadModel } from "../../src/onnx/model.ts";
 import { decodeCheckpoint, sha256Hex } from "../../src/service/checkpoint.ts";
@@ -37,9 +37,11 @@ Deno.test("serve: SIGKILL mid-stream, restart resumes the newest checkpoint; onl
     },
   );
 
-  // The reference: one uninterrupted continual run, as `adapt --method tent --batch 16` does it.
+  // The reference: one uninterrupted continual run, as `adapt --method tent --batch 16 --memory 16` does it.
   const cpu = new CpuBackend();
-  const refMethod = await Tent.create(importOnnx(cpu, await loadModel(modelPath)));
+  const refMethod = await createMethod("tent", importOnnx(cpu, await loadModel(modelPath)), {
+    stream: { capacity: BATCH },
+  });
   const refPredictions: number[] = [];
   const ref = await runAdaptation(cpu, refMethod, [{ name: "gaussian_noise", set: stream }], {
     batch: BATCH,
@@ -60,7 +62,8 @@ Deno.test("serve: SIGKILL mid-stream, restart resumes the newest checkpoint; onl
     "--backend",
     "cpu",
   ];
-  args.push("--batch", String(BATCH), "--flush-ms", "600000", "--checkpoint-every", String(EVERY));
+  args.push("--batch", String(BATCH), "--memory", String(BATCH), "--flush-ms", "600000");
+  args.push("--checkpoint-every", String(EVERY));
   const narrow = { model: modelPath, state, tokenFile };
   const pngs = Array.from({ length: stream.n }, (_, i) => pngOf(stream, i));
   const predicted = new Map<number, number>();
@@ -87,11 +90,12 @@ Deno.test("serve: SIGKILL mid-stream, restart resumes the newest checkpoint; onl
   await lost;
   for (let k = 0; k < BATCH; k++) predicted.delete(KILL_AT * BATCH + k);
 
-  // Before the kill the service made the reference's predictions (BN statistics are order-free within a batch).
+  // Before the kill the service made the reference's predictions (answers use target statistics, so the order
+  // of the frames within a group does not change them; it may change which frames the bank keeps).
   let same = 0;
   for (let i = 0; i < KILL_AT * BATCH; i++) if (predicted.get(i) === refPredictions[i]) same++;
   ok(
-    same >= 0.99 * KILL_AT * BATCH,
+    same >= 0.97 * KILL_AT * BATCH,
     `${same} of ${KILL_AT * BATCH} pre-kill predictions equal the reference's`,
   );
 

@@ -44,7 +44,7 @@ Deno.test("planRun() never picks a worse configuration for a larger budget, and 
     }
     prev = plan;
   }
-  ok(prev!.fits && prev!.method === "ecotta" && prev!.batch === 64 && prev!.store === "fp32");
+  ok(prev!.fits && prev!.method === ADAPT_PREFERENCE[0] && prev!.batch === 64 && prev!.store === "fp32");
 });
 
 Deno.test("planRun() falls back to BN adaptation when no backward pass fits", async () => {

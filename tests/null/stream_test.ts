@@ -30,7 +30,8 @@ Deno.test("adapt (runAdaptation) and serve (AdaptEngine) give identical online p
   const chunk = 8;
   for (const method of ["tent", "sar", "eata"]) {
     const ba = new CpuBackend();
-    const ma = await createMethod(method, net(ba), { lr: 0.01 });
+    const settings = { lr: 0.01, stream: { capacity: 16, every: chunk } };
+    const ma = await createMethod(method, net(ba), settings);
     const viaAdapt: number[] = [];
     const report = await runAdaptation(ba, ma, [{ name: "random", set }], {
       batch: chunk,
@@ -39,7 +40,7 @@ Deno.test("adapt (runAdaptation) and serve (AdaptEngine) give identical online p
     });
 
     const bs = new CpuBackend();
-    const ms = await createMethod(method, net(bs), { lr: 0.01 });
+    const ms = await createMethod(method, net(bs), settings);
     const engine = new AdaptEngine({
       backend: bs,
       method: ms,
@@ -62,13 +63,17 @@ Deno.test("adapt (runAdaptation) and serve (AdaptEngine) give identical online p
     const wrong = viaServe.filter((p, i) => p !== set.labels![i]).length;
     equal(wrong / set.n, report.error, `${method}: the same online error`);
     equal(engine.total.updates, report.updates);
+    ok(report.adaptation_steps >= 6, `${method} learned ${report.adaptation_steps} times`);
     ma.dispose();
     ms.dispose();
   }
 });
 
 /** A method whose step is scripted: fixed predictions, and a reset when asked. */
-function scripted(b: Backend, script: { pred: number; reset?: boolean }[]): TtaMethod & { resets: number } {
+function scripted(
+  b: Backend,
+  script: { pred: number; reset?: boolean; collapse?: boolean }[],
+): TtaMethod & { resets: number } {
   let k = 0;
   const m = {
     name: "tent" as const,
@@ -86,7 +91,7 @@ function scripted(b: Backend, script: { pred: number; reset?: boolean }[]): TtaM
         updated: true,
         used: n,
         reset: s.reset ?? false,
-        ...(s.reset ? { resetReason: "scripted reset" } : {}),
+        ...(s.reset ? { resetReason: "scripted reset", resetCause: s.collapse ? "collapse" : "method" } : {}),
       });
     },
     trainables: () => [],
@@ -100,13 +105,12 @@ function scripted(b: Backend, script: { pred: number; reset?: boolean }[]): TtaM
   return m;
 }
 
-Deno.test("AdaptStream reports every chunk, a method's own reset and a collapse to its observers", async () => {
+Deno.test("AdaptStream reports every chunk, and each reset with its cause, to its observers", async () => {
   const b = new CpuBackend();
-  // 5 diverse chunks set the collapse guard's reference, one method reset, then predictions collapse.
   const script = [
     ...Array.from({ length: 5 }, (_, i) => ({ pred: i })),
     { pred: 5, reset: true },
-    ...Array.from({ length: 6 }, () => ({ pred: 0 })),
+    { pred: 0, reset: true, collapse: true },
   ];
   const m = scripted(b, script);
   const chunks: number[] = [];
@@ -116,19 +120,17 @@ Deno.test("AdaptStream reports every chunk, a method's own reset and a collapse 
     reset: (e) => resets.push(e),
   });
   for (let i = 0; i < script.length; i++) {
-    // Each chunk holds 10 frames whose scripted predictions cover several classes before the collapse.
     const x = Tensor.zeros(b, [10, ...INPUT]);
     await stream.process(x, { domain: 0, chunk: i });
     x.dispose();
   }
+  stream.reset("api", "POST /v1/reset");
   deepEqual(chunks, script.map((_, i) => i));
-  equal(resets[0].cause, "method");
-  equal(resets[0].chunk, 5);
-  ok(resets.some((r) => r.cause === "collapse"), "the collapse is reported");
-  equal(m.resets, resets.filter((r) => r.cause === "collapse").length, "the stream reset the method");
+  deepEqual(resets.map((r) => [r.cause, r.chunk]), [["method", 5], ["collapse", 6], ["api", 6]]);
+  equal(m.resets, 1, "the stream resets the method only for resets from outside it");
 });
 
-Deno.test("AdaptStream never watches a method that does not adapt, nor an episodic run", async () => {
+Deno.test("AdaptStream: the unadapted source model never resets, even when every frame gets one class", async () => {
   const b = new CpuBackend();
   const m = await createMethod("source", net(b));
   const resets: ResetEvent[] = [];
