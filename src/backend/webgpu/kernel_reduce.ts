@@ -10,6 +10,7 @@ import type { GpuContext, GpuKernelTable } from "./context.ts";
 import { bindWindow, maxBindingElements } from "./kernel_grid.ts";
 import { chunkLimit, grid2d, strideGroups, WG } from "./kernel_chunks.ts";
 import { elementwiseKernels } from "./kernel_elementwise.ts";
+import { OP_CODES } from "./_kernels_gen.ts";
 
 export interface MiddleReduce {
   op: "sum" | "max";
@@ -61,11 +62,21 @@ export function reduceMiddle(ctx: GpuContext, x: Storage, out: Storage, r: Middl
       ctx.dispatch({
         shader: "reduce",
         entry: rows ? "reduce_rows" : "reduce_cols",
-        constants: { WG, OP: r.op === "max" ? 1 : 0 },
+        constants: { WG, OP: OP_CODES.REDUCE[r.op === "max" ? "max" : "sum"] },
         bindings: [wx.binding, wo.binding],
         uniforms: {
-          u: [segs, g0, chunks, size, len, inner, wx.rem - xs, wo.rem - G0 * inner, gx, inner, 0],
-          f: [chunks === 1 ? r.scale : 1],
+          segs,
+          seg0: g0,
+          chunks,
+          size,
+          len,
+          inner,
+          x_off: wx.rem - xs,
+          out_off: wo.rem - G0 * inner,
+          gx,
+          width: inner,
+          accumulate: 0,
+          scale: chunks === 1 ? r.scale : 1,
         },
         workgroups: [gx, gy],
       });
@@ -95,11 +106,21 @@ function reduceWide(ctx: GpuContext, x: Storage, out: Storage, r: MiddleReduce):
         ctx.dispatch({
           shader: "reduce",
           entry: "reduce_cols",
-          constants: { WG, OP: r.op === "max" ? 1 : 0 },
+          constants: { WG, OP: OP_CODES.REDUCE[r.op === "max" ? "max" : "sum"] },
           bindings: [wx.binding, wo.binding],
           uniforms: {
-            u: [1, 0, 1, count, count, inner, wx.rem, wo.rem, 1, width, s0 > 0 ? 1 : 0],
-            f: [s0 + count === size ? r.scale : 1],
+            segs: 1,
+            seg0: 0,
+            chunks: 1,
+            size: count,
+            len: count,
+            inner,
+            x_off: wx.rem,
+            out_off: wo.rem,
+            gx: 1,
+            width,
+            accumulate: s0 > 0 ? 1 : 0,
+            scale: s0 + count === size ? r.scale : 1,
           },
           workgroups: [strideGroups(ctx, width)],
         });

@@ -9,8 +9,8 @@ import { quantKernels } from "./kernel_quant.ts";
 import { reduceKernels } from "./kernel_reduce.ts";
 import { softmaxKernels } from "./kernel_softmax.ts";
 
-// Partial: a kernel added to kernels.ts before its WebGPU version makes WebGpuBackend.run throw a clear error.
-export const webgpuKernels: Partial<GpuKernelTable> = {
+// Total: a kernel added to kernels.ts without its WebGPU version is a type error here.
+export const webgpuKernels: GpuKernelTable = {
   ...elementwiseKernels,
   ...reduceKernels,
   ...normKernels,
