@@ -24,6 +24,7 @@ const OP_UNARY_RSQRT: u32 = 11u;
 const OP_UNARY_SQUARE: u32 = 12u;
 const OP_UNARY_ABS: u32 = 13u;
 const OP_UNARY_SIGN: u32 = 14u;
+const OP_UNARY_ERF: u32 = 15u;
 
 const OP_BINARY_ADD: u32 = 0u;
 const OP_BINARY_SUB: u32 = 1u;
@@ -31,6 +32,8 @@ const OP_BINARY_MUL: u32 = 2u;
 const OP_BINARY_DIV: u32 = 3u;
 const OP_BINARY_MAX: u32 = 4u;
 const OP_BINARY_MIN: u32 = 5u;
+const OP_BINARY_POW: u32 = 6u;
+const OP_BINARY_EQ: u32 = 7u;
 
 // fill: the value's bit pattern, so one entry fills f32 and u32 storages.
 struct FillParams {
@@ -69,6 +72,40 @@ fn hardsigmoid(v: f32) -> f32 {
   return clamp(v / 6.0 + 0.5, 0.0, 1.0);
 }
 
+// erf in f32, absolute error < 2e-7: the Taylor series near 0 (keeps small arguments' relative accuracy),
+// Abramowitz & Stegun 7.1.26 beyond (|error| <= 1.5e-7).
+fn erf_f(v: f32) -> f32 {
+  let a = abs(v);
+  if (a < 0.5) {
+    let z = v * v;
+    return 1.1283791670955126 * v *
+      (1.0 + z * (-1.0 / 3.0 + z * (0.1 + z * (-1.0 / 42.0 + z * (1.0 / 216.0 + z * (-1.0 / 1320.0))))));
+  }
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(v) * (1.0 - poly * exp(-a * a));
+}
+
+// A float from its bits at runtime: a NaN or infinite const-expression is a shader-creation error in WGSL.
+fn from_bits(u: u32) -> f32 {
+  return bitcast<f32>(u);
+}
+
+// numpy's real power (kernels.ts BinaryOp pow).
+fn pow_f(a: f32, b: f32) -> f32 {
+  if (b == 2.0) { return a * a; }
+  if (b == 1.0) { return a; }
+  if (b == 0.5) { return sqrt(a); }
+  if (b == 0.0) { return 1.0; }
+  if (a < 0.0) {
+    if (b != floor(b)) { return from_bits(0x7fc00000u); }
+    let m = pow(-a, b);
+    return select(m, -m, fract(b * 0.5) != 0.0);
+  }
+  if (a == 0.0) { return select(from_bits(0x7f800000u), 0.0, b > 0.0); }
+  return pow(a, b);
+}
+
 fn unary_f(v: f32, alpha: f32, beta: f32) -> f32 {
   switch OP {
     case OP_UNARY_NEG: { return -v; }
@@ -85,6 +122,7 @@ fn unary_f(v: f32, alpha: f32, beta: f32) -> f32 {
     case OP_UNARY_SQUARE: { return v * v; }
     case OP_UNARY_ABS: { return abs(v); }
     case OP_UNARY_SIGN: { return sign(v); }
+    case OP_UNARY_ERF: { return erf_f(v); }
     default: { return v; }
   }
 }
@@ -113,6 +151,7 @@ fn unary_df(v: f32, alpha: f32, beta: f32) -> f32 {
     case OP_UNARY_SQUARE: { return 2.0 * v; }
     case OP_UNARY_ABS: { return sign(v); }
     case OP_UNARY_SIGN: { return 0.0; }
+    case OP_UNARY_ERF: { return 1.1283791670955126 * exp(-v * v); }
     default: { return 1.0; }
   }
 }
@@ -184,6 +223,8 @@ fn binary_f(a: f32, b: f32) -> f32 {
     case OP_BINARY_DIV: { return a / b; }
     case OP_BINARY_MAX: { return max(a, b); }
     case OP_BINARY_MIN: { return min(a, b); }
+    case OP_BINARY_POW: { return pow_f(a, b); }
+    case OP_BINARY_EQ: { return select(0.0, 1.0, a == b); }
     default: { return a + b; }
   }
 }

@@ -8,6 +8,8 @@ import { adam, sgd } from "./optim.ts";
 import { matmul } from "./matmul.ts";
 import { conv2d, conv2d_grad_input, conv2d_grad_weight } from "./conv.ts";
 import { dequantize, f16_pack, f16_unpack, quantize } from "./quant.ts";
+import { strided_copy, where } from "./layout.ts";
+import { pool2d, pool2d_grad } from "./pool.ts";
 
 // Total: every kernel in kernels.ts has its reference here (a missing one is a type error).
 export const cpuKernels: CpuKernelTable = {
@@ -35,4 +37,8 @@ export const cpuKernels: CpuKernelTable = {
   dequantize,
   f16_pack,
   f16_unpack,
+  strided_copy,
+  where,
+  pool2d,
+  pool2d_grad,
 };
