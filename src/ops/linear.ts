@@ -10,6 +10,8 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { shapeString, Tensor } from "../tensor.ts";
 import type { Storage } from "../backend/backend.ts";
 import { reduceAxes } from "./reduce.ts";
+import { broadcastShapes } from "./elementwise.ts";
+import { expand } from "./layout.ts";
 
 /**
  * Keep an operand whose values a backward needs. A leaf (a parameter or a constant) is referenced: it costs
@@ -129,8 +131,9 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
 }
 
 /**
- * a [..., M, K] @ b [K, N] or b [..., K, N] with the same leading dims. A 2-D b is shared by every matrix
- * of a, which is then one [batch*M, K] product.
+ * a [..., M, K] @ b [..., K, N] with numpy broadcasting of the leading dims (batched attention products). A
+ * 2-D b is shared by every matrix of a, which is then one [batch*M, K] product; otherwise an operand whose
+ * leading dims are broadcast is first expanded (a strided copy whose gradient sums back).
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   sameBackend("matmul", a, b);
@@ -139,6 +142,23 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       `matmul(): inputs ${shapeString(a.shape)} and ${shapeString(b.shape)} must be at least 2-D`,
     );
   }
+  if (b.rank > 2 || a.rank === 2) {
+    const lead = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const fit = (t: Tensor) =>
+      t.shape.slice(0, -2).join() === lead.join() ? t : expand(t, [...lead, ...t.shape.slice(-2)]);
+    const [ea, eb] = [fit(a), b.rank === 2 && a.rank === 2 ? b : fit(b)];
+    if (ea !== a || eb !== b) {
+      const y = matmul2(ea, eb);
+      if (ea !== a) ea.dispose();
+      if (eb !== b) eb.dispose();
+      return y;
+    }
+  }
+  return matmul2(a, b);
+}
+
+/** a [..., M, K] @ b [K, N] or b [..., K, N] with a's leading dims. */
+function matmul2(a: Tensor, b: Tensor): Tensor {
   const [m, k] = a.shape.slice(-2), [k2, n] = b.shape.slice(-2);
   const lead = a.shape.slice(0, -2);
   const shared = b.rank === 2;
