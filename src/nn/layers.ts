@@ -1,5 +1,6 @@
 /**
- * Layers over the ops in src/ops/: Conv2d, BatchNorm2d, Linear, activations, pooling, Flatten, Identity.
+ * Layers over the ops in src/ops/: Conv2d, BatchNorm2d, LayerNorm, Linear, activations, pooling, Flatten,
+ * Identity.
  *
  * Parameter and buffer names are PyTorch's (weight, bias, running_mean, running_var) so state dicts map 1:1.
  * Initialisation is deterministic from a seeded Rng: conv weights kaiming-normal over fan-out (what
@@ -10,6 +11,7 @@ import { Tensor } from "../tensor.ts";
 import { Rng } from "../random.ts";
 import { conv2d } from "../ops/conv.ts";
 import { batchNorm2d } from "../ops/norm.ts";
+import { layerNorm } from "../ops/layer_norm.ts";
 import { linear } from "../ops/linear.ts";
 import { globalAvgPool } from "../ops/reduce.ts";
 import { flatten } from "../ops/shape.ts";
@@ -146,6 +148,40 @@ export interface LinearOptions {
   /** Default true. */
   bias?: boolean;
   rng?: Rng;
+}
+
+export interface LayerNormOptions {
+  /** The normalised trailing shape (PyTorch's normalized_shape). */
+  shape: number[];
+  eps?: number;
+  /** Learnable weight and bias (PyTorch's elementwise_affine, default true). */
+  affine?: boolean;
+  /** With affine: whether there is a bias (default true; ONNX LayerNormalization's B is optional). */
+  bias?: boolean;
+}
+
+/** PyTorch nn.LayerNorm over the trailing `shape` (weight 1, bias 0). */
+export class LayerNorm extends Module {
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly eps: number;
+  readonly shape: number[];
+
+  constructor(b: Backend, options: LayerNormOptions) {
+    super();
+    this.shape = [...options.shape];
+    this.eps = options.eps ?? 1e-5;
+    const n = this.shape.reduce((p, d) => p * d, 1);
+    const affine = options.affine ?? true;
+    this.weight = affine ? this.addParam("weight", weight(b, new Float32Array(n).fill(1), this.shape)) : null;
+    this.bias = affine && (options.bias ?? true)
+      ? this.addParam("bias", weight(b, new Float32Array(n), this.shape))
+      : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, { axis: x.rank - this.shape.length, eps: this.eps });
+  }
 }
 
 export class Linear extends Module {

@@ -53,7 +53,7 @@ Deno.test("transpose(), slice(), pad(), expand(), concat(), split() and gather()
   await check("pad", (_, [x]) => pad(x, [0, 1, 2, 0, 0, -1], 0.5), [input([2, 3, 4], 1)]);
   await check("expand", (_, [x]) => expand(x, [2, 3, 4]), [input([3, 1], 1)]);
   await check("concat", (_, [x, y]) => concat([x, y], 1), [input([2, 3, 2], 1), input([2, 1, 2], 2)]);
-  await check("split", (b, [x]) => {
+  await check("split", (_b, [x]) => {
     const [p, q] = split(x, [1, 2], 1);
     const out = concat([q, p], 1);
     p.dispose();
