@@ -41,8 +41,6 @@ export interface Conv2dOptions {
 }
 
 export class Conv2d extends Module {
-  readonly weight: Tensor;
-  readonly bias: Tensor | null;
   readonly stride: [number, number];
   readonly padding: [number, number];
   readonly dilation: [number, number];
@@ -63,13 +61,20 @@ export class Conv2d extends Module {
     const rng = options.rng ?? new Rng(0);
     // kaiming_normal_(mode="fan_out"): std = sqrt(2 / fan_out), fan_out = cout * kh * kw / groups.
     const std = Math.sqrt(2 / ((cout / groups) * kh * kw));
-    this.weight = this.addParam(
+    this.addParam(
       "weight",
       weight(b, rng.normals(cout * (cin / groups) * kh * kw, std), [cout, cin / groups, kh, kw]),
     );
-    this.bias = options.bias ?? true
-      ? this.addParam("bias", weight(b, new Float32Array(cout), [cout]))
-      : null;
+    if (options.bias ?? true) this.addParam("bias", weight(b, new Float32Array(cout), [cout]));
+  }
+
+  // Read through the parameter table, so replaceParam (a new 1x1 classifier) takes effect.
+  get weight(): Tensor {
+    return this.param("weight")!;
+  }
+
+  get bias(): Tensor | null {
+    return this.param("bias");
   }
 
   forward(x: Tensor): Tensor {
@@ -185,18 +190,22 @@ export class LayerNorm extends Module {
 }
 
 export class Linear extends Module {
-  readonly weight: Tensor;
-  readonly bias: Tensor | null;
-
   constructor(b: Backend, options: LinearOptions) {
     super();
     const { inFeatures: fin, outFeatures: fout } = options;
     const rng = options.rng ?? new Rng(0);
     const bound = 1 / Math.sqrt(fin);
-    this.weight = this.addParam("weight", weight(b, rng.uniforms(fout * fin, -bound, bound), [fout, fin]));
-    this.bias = options.bias ?? true
-      ? this.addParam("bias", weight(b, rng.uniforms(fout, -bound, bound), [fout]))
-      : null;
+    this.addParam("weight", weight(b, rng.uniforms(fout * fin, -bound, bound), [fout, fin]));
+    if (options.bias ?? true) this.addParam("bias", weight(b, rng.uniforms(fout, -bound, bound), [fout]));
+  }
+
+  // Read through the parameter table, so replaceParam (a new head for another label set) takes effect.
+  get weight(): Tensor {
+    return this.param("weight")!;
+  }
+
+  get bias(): Tensor | null {
+    return this.param("bias");
   }
 
   forward(x: Tensor): Tensor {

@@ -116,7 +116,7 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
   /** Attach `layer` at a dotted path ("features.0.1") if every namespace on the way is free or a Container. */
   const tryPath = (layer: Module, path: string): boolean => {
     const segs = path.split(".");
-    if (!path || usedPaths.has(path) || !segs.every((s) => /^[A-Za-z0-9_]+$/.test(s))) return false;
+    if (!path || usedPaths.has(path) || !segs.every((s) => /^[A-Za-z0-9_-]+$/.test(s))) return false;
     let parent: Container = root;
     for (const s of segs.slice(0, -1)) {
       const child = parent.has(s);
@@ -173,6 +173,11 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
     if (!shapeOnly) throw new Error(`host input "${name}" is a runtime tensor`);
     // Shape/Size read only the runtime tensor's shape.
     return (env) => ({ dims: [...env.tensors.get(canon)!.shape], data: [], int: false });
+  }
+
+  /** Canonical names of a node's runtime inputs (device tensors and host values; constants left out). */
+  function runtimeInputs(node: OnnxNode): string[] {
+    return node.inputs.filter((n) => n && !consts.has(n)).map((n) => canonical.get(n) ?? n);
   }
 
   function compile(): void {
@@ -248,7 +253,15 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
           }
           continue;
         }
-        steps.push({ node, kind: "host", run, outputs: [node.outputs[0]], dies: [] });
+        steps.push({
+          node,
+          kind: "host",
+          run,
+          inputs: runtimeInputs(node),
+          outputs: [node.outputs[0]],
+          layer: null,
+          dies: [],
+        });
         canonical.set(node.outputs[0], node.outputs[0]);
         hosts.add(node.outputs[0]);
         continue;
@@ -326,7 +339,7 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
         continue;
       }
       const outputs = node.outputs.map((o) => (o && consumed.has(o) ? o : ""));
-      steps.push({ node, kind: "tensor", run, outputs, dies: [] });
+      steps.push({ node, kind: "tensor", run, inputs: runtimeInputs(node), outputs, layer, dies: [] });
       for (const o of outputs) if (o) canonical.set(o, o);
       root.graph.push({
         op: node.opType,

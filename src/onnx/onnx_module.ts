@@ -9,6 +9,7 @@ import type { Env } from "./import_ops.ts";
 import type { Dim, OnnxNode } from "./model.ts";
 import type { HostValue } from "./host_ops.ts";
 import type { BatchPlan } from "./batch.ts";
+import type { HasOpGraph, OpGraph } from "../nn/structure.ts";
 
 /** A namespace node of the module tree ("features", "features.0"): holds layers, never runs. */
 export class Container extends Module {
@@ -48,12 +49,16 @@ export interface CompiledStep {
   /** "host": shape arithmetic on the host; "tensor": device ops. */
   kind: "host" | "tensor";
   run: (env: Env) => Tensor | Tensor[] | HostValue;
+  /** Runtime inputs (canonical names of tensors and host values). */
+  inputs: string[];
   outputs: string[];
+  /** The layer holding the node's parameters, if any. */
+  layer: Module | null;
   /** Runtime values whose last use is this step: disposed after it. */
   dies: string[];
 }
 
-export class OnnxModule extends Container {
+export class OnnxModule extends Container implements HasOpGraph {
   readonly inputName: string;
   readonly inputShape: Dim[] | null;
   /** The graph output forward() returns (canonical name, after Identity/Dropout aliases). */
@@ -111,9 +116,45 @@ export class OnnxModule extends Container {
         }]`,
       );
     }
-    const env: Env = { tensors: new Map([[this.inputName, x]]), host: new Map(), batch: x.shape[0] ?? 1 };
+    return this.#run(x, this.inputName, 0, this.#steps.length - 1, this.outputName);
+  }
+
+  /**
+   * Run steps [from, to] (op graph indices, OpGraph from opGraph()) on x, which stands for the value that
+   * step `from` reads from before the range; returns the output of step `to`. For ranges between cut points
+   * (src/nn/structure.ts), where that one tensor is all that crosses: EcoTTA runs a model block by block.
+   */
+  runRange(x: Tensor, from: number, to: number): Tensor {
+    const steps = this.#steps;
+    if (!(from >= 0 && to < steps.length && from <= to)) {
+      throw new Error(`runRange(): [${from}, ${to}] is not a range of the ${steps.length} steps`);
+    }
+    const seed = from === 0 ? this.inputName : steps[from - 1].outputs.find(Boolean)!;
+    return this.#run(x, seed, from, to, steps[to].outputs.find(Boolean)!);
+  }
+
+  /** The runtime graph: one node per step (host shape arithmetic and device ops), for structure.ts. */
+  opGraph(): OpGraph {
+    const producer = new Map<string, number>([[this.inputName, -1]]);
+    const nodes = this.#steps.map((s, i) => {
+      for (const o of s.outputs) if (o) producer.set(o, i);
+      return {
+        op: s.node.opType,
+        inputs: [
+          ...new Set(s.inputs.map((n) => producer.get(n)).filter((j): j is number => j !== undefined)),
+        ],
+        layer: s.layer,
+        shape: s.kind === "host",
+      };
+    });
+    return { nodes, output: producer.get(this.outputName) ?? nodes.length - 1 };
+  }
+
+  #run(x: Tensor, seed: string, from: number, to: number, result: string): Tensor {
+    const env: Env = { tensors: new Map([[seed, x]]), host: new Map(), batch: x.shape[0] ?? 1 };
     try {
-      for (const step of this.#steps) {
+      for (let k = from; k <= to; k++) {
+        const step = this.#steps[k];
         let out: Tensor | Tensor[] | HostValue;
         try {
           out = step.run(env);
@@ -136,17 +177,18 @@ export class OnnxModule extends Container {
           for (let i = step.outputs.length; i < outs.length; i++) outs[i].dispose();
         }
         for (const name of step.dies) {
+          if (name === seed || name === result) continue; // the caller's input; the range's result
           env.tensors.get(name)?.dispose();
           env.tensors.delete(name);
         }
       }
     } catch (e) {
-      for (const [name, t] of env.tensors) if (name !== this.inputName) t.dispose();
+      for (const [name, t] of env.tensors) if (name !== seed) t.dispose();
       throw e;
     }
-    const y = env.tensors.get(this.outputName);
-    for (const [name, t] of env.tensors) if (name !== this.inputName && name !== this.outputName) t.dispose();
-    if (!y) throw new Error(`ONNX graph output "${this.outputName}" was not computed`);
+    const y = env.tensors.get(result);
+    for (const [name, t] of env.tensors) if (name !== seed && name !== result) t.dispose();
+    if (!y) throw new Error(`ONNX graph value "${result}" was not computed`);
     return y;
   }
 
