@@ -92,6 +92,15 @@ export function prepareTransfer(
     if (b.owner) b.owner.tag ??= b.name;
     for (const m of b.modules) m.tag ??= b.name;
   }
+  // Layers between and around the blocks (stem, transitions, the last conv) report under their parent
+  // module's path; the classifier stays untagged.
+  const names = new Map(model.namedModules().map(([n, m]) => [m, n]));
+  const inBlocks = new Set(all.flatMap((b) => b.modules));
+  for (const m of structure.position.keys()) {
+    if (inBlocks.has(m) || m === structure.classifier?.layer || !m.namedState().length) continue;
+    const path = names.get(m)?.split(".").slice(0, -1).join(".");
+    if (path) m.tag ??= path;
+  }
   const trained = blocks.slice(blocks.length - k);
   // The region starts at the first trained block, or right after the last block when K = 0.
   const start = k > 0 ? trained[0].start : blocks.at(-1)!.end + 1;

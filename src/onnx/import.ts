@@ -23,7 +23,7 @@ import { fuseLayerNorms } from "./fuse.ts";
 import { planBatch } from "./batch.ts";
 import { type CompiledStep, Container, OnnxModule } from "./onnx_module.ts";
 
-export { type GraphNode, OnnxModule } from "./onnx_module.ts";
+export { type GraphNode, maxBatch, OnnxModule } from "./onnx_module.ts";
 
 interface Constant {
   tensor: OnnxTensor;

@@ -213,9 +213,11 @@ export class OnnxModule extends Container implements HasOpGraph {
     return out;
   }
 
-  /** The initializer each loaded parameter/buffer came from (for replacing a layer, e.g. a new classifier). */
-  sourceOf(t: Tensor): string | undefined {
-    return this.#sources.get(t);
+  /** Dims of every loaded parameter/buffer by initializer name (a new classifier changes some). */
+  initializerDims(): Record<string, number[]> {
+    const out: Record<string, number[]> = {};
+    for (const [t, name] of this.#sources) out[name] = [...t.shape];
+    return out;
   }
 
   /** @internal Point a new parameter at the initializer an old one came from (export writes it there). */
@@ -225,4 +227,13 @@ export class OnnxModule extends Container implements HasOpGraph {
     this.#sources.delete(old);
     this.#sources.set(replacement, name);
   }
+}
+
+/**
+ * The largest batch `model` takes: Infinity, except for an ONNX export with a fixed batch that its graph
+ * bakes in (batch.ts), which runs only at its exported batch. The governor caps its plans with this, so
+ * `plan` never recommends a batch the model cannot take.
+ */
+export function maxBatch(model: Module): number {
+  return model instanceof OnnxModule ? model.maxBatch : Infinity;
 }

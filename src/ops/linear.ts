@@ -12,6 +12,7 @@ import type { Storage } from "../backend/backend.ts";
 import { reduceAxes } from "./reduce.ts";
 import { broadcastShapes } from "./elementwise.ts";
 import { expand } from "./layout.ts";
+import { reshape } from "./shape.ts";
 
 /**
  * Keep an operand whose values a backward needs. A leaf (a parameter or a constant) is referenced: it costs
@@ -131,12 +132,28 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
 }
 
 /**
- * a [..., M, K] @ b [..., K, N] with numpy broadcasting of the leading dims (batched attention products). A
+ * a [..., M, K] @ b [..., K, N] with numpy broadcasting of the leading dims (batched attention products),
+ * and numpy's 1-D operands (a vector times a matrix). A
  * 2-D b is shared by every matrix of a, which is then one [batch*M, K] product; otherwise an operand whose
  * leading dims are broadcast is first expanded (a strided copy whose gradient sums back).
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   sameBackend("matmul", a, b);
+  if ((a.rank === 1 || b.rank === 1) && a.rank >= 1 && b.rank >= 1) {
+    // numpy: a vector is a 1-row (a) or 1-column (b) matrix whose added dim is dropped from the result.
+    const a2 = a.rank === 1 ? reshape(a, [1, a.shape[0]]) : a;
+    const b2 = b.rank === 1 ? reshape(b, [b.shape[0], 1]) : b;
+    const y = matmul(a2, b2);
+    for (const [t, o] of [[a2, a], [b2, b]]) if (t !== o) t.dispose();
+    const shape = [
+      ...y.shape.slice(0, -2),
+      ...(a.rank === 1 ? [] : [y.shape.at(-2)!]),
+      ...(b.rank === 1 ? [] : [y.shape.at(-1)!]),
+    ];
+    const out = reshape(y, shape);
+    y.dispose();
+    return out;
+  }
   if (a.rank < 2 || b.rank < 2) {
     throw new Error(
       `matmul(): inputs ${shapeString(a.shape)} and ${shapeString(b.shape)} must be at least 2-D`,

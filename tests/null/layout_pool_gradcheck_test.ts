@@ -155,4 +155,6 @@ Deno.test("pow(), where(), gelu(), silu(), layerNorm(), softmax(axis) and broadc
   await check("softmax axis 1", (_, [x]) => softmax(x, 1), [input([2, 3, 4], 1)]);
   await check("matmul broadcast", (_, [a, c]) => matmul(a, c), [input([2, 1, 3, 4], 1), input([3, 4, 2], 2)]);
   await check("matmul 2-D @ batched", (_, [a, c]) => matmul(a, c), [input([3, 4], 1), input([2, 4, 2], 2)]);
+  await check("matmul vector @ matrix", (_, [a, c]) => matmul(a, c), [input([4], 1), input([4, 3], 2)]);
+  await check("matmul batched @ vector", (_, [a, c]) => matmul(a, c), [input([2, 3, 4], 1), input([4], 2)]);
 });
