@@ -104,7 +104,9 @@ if (import.meta.main) {
     }
   }
   const json = Deno.args.includes("--json");
-  if (!json) console.log(`| export | ${names.map((n) => `${n} max |Δ|/max|logit|`).join(" | ")} |`);
+  if (!json) {
+    console.log(`| export | ${names.map((n) => `${n}: max abs diff / max abs logit`).join(" | ")} |`);
+  }
   if (!json) console.log(`|---|${names.map(() => "---:").join("|")}|`);
   const rows = await zooParity(dir, backends, (r) => {
     if (!json) console.log(`| ${r.file} | ${names.map((n) => r.errors[n].toExponential(1)).join(" | ")} |`);

@@ -30,8 +30,9 @@ export function reduceMiddle(ctx: GpuContext, x: Storage, out: Storage, r: Middl
   const { outer, size, inner } = r;
   if (outer * inner === 0) return;
   // A workgroup per row only pays when rows are few and long; many rows get an invocation each (llvmpipe
-  // runs barrier-heavy workgroups slowly: ~60 us each, 4 s for 70k rows).
-  const rows = inner === 1 && size >= 64 && outer < COL_TARGET;
+  // runs barrier-heavy workgroups slowly: ~60 us each, 4 s for 70k rows; a layer norm's 4608 rows of 96
+  // took 270 ms as workgroups, 3 ms as invocations). On GPUs a 256-wide workgroup on a short row idles too.
+  const rows = inner === 1 && size >= 64 && outer < COL_TARGET && (outer < ROW_TARGET || size >= 1024);
   const outputs = outer * inner;
   let chunks = 1;
   if (rows && outer < ROW_TARGET) chunks = Math.min(Math.ceil(size / 1024), Math.ceil(ROW_TARGET / outer));
