@@ -38,6 +38,8 @@ export interface Conv2dOptions {
   /** Default true, as PyTorch. */
   bias?: boolean;
   rng?: Rng;
+  /** Draw the initial weights (default true); false leaves zeros for a caller that loads them (imports). */
+  init?: boolean;
 }
 
 export class Conv2d extends Module {
@@ -61,9 +63,15 @@ export class Conv2d extends Module {
     const rng = options.rng ?? new Rng(0);
     // kaiming_normal_(mode="fan_out"): std = sqrt(2 / fan_out), fan_out = cout * kh * kw / groups.
     const std = Math.sqrt(2 / ((cout / groups) * kh * kw));
+    const n = cout * (cin / groups) * kh * kw;
     this.addParam(
       "weight",
-      weight(b, rng.normals(cout * (cin / groups) * kh * kw, std), [cout, cin / groups, kh, kw]),
+      weight(b, options.init === false ? new Float32Array(n) : rng.normals(n, std), [
+        cout,
+        cin / groups,
+        kh,
+        kw,
+      ]),
     );
     if (options.bias ?? true) this.addParam("bias", weight(b, new Float32Array(cout), [cout]));
   }
@@ -153,6 +161,8 @@ export interface LinearOptions {
   /** Default true. */
   bias?: boolean;
   rng?: Rng;
+  /** Draw the initial weights (default true); false leaves zeros for a caller that loads them (imports). */
+  init?: boolean;
 }
 
 export interface LayerNormOptions {
@@ -195,8 +205,11 @@ export class Linear extends Module {
     const { inFeatures: fin, outFeatures: fout } = options;
     const rng = options.rng ?? new Rng(0);
     const bound = 1 / Math.sqrt(fin);
-    this.addParam("weight", weight(b, rng.uniforms(fout * fin, -bound, bound), [fout, fin]));
-    if (options.bias ?? true) this.addParam("bias", weight(b, rng.uniforms(fout, -bound, bound), [fout]));
+    const draw = (
+      n: number,
+    ) => (options.init === false ? new Float32Array(n) : rng.uniforms(n, -bound, bound));
+    this.addParam("weight", weight(b, draw(fout * fin), [fout, fin]));
+    if (options.bias ?? true) this.addParam("bias", weight(b, draw(fout), [fout]));
   }
 
   // Read through the parameter table, so replaceParam (a new head for another label set) takes effect.

@@ -147,6 +147,7 @@ function conv(ctx: BuildContext): Step {
     dilation: [dilations[0], dilations[1]],
     groups,
     bias: hasBias,
+    init: false, // loaded from the initializer below
   });
   ctx.attach(layer, ctx.node.inputs[1]);
   ctx.load(layer.weight, 1);
@@ -283,6 +284,7 @@ function gemmOp(ctx: BuildContext): Step {
       inFeatures: w.dims[1],
       outFeatures: w.dims[0],
       bias: c !== null,
+      init: false,
     });
     ctx.attach(layer, ctx.node.inputs[1]);
     ctx.load(layer.weight, 1);
