@@ -130,6 +130,8 @@ if (sections.has("train")) {
       `${dir}/${file}`,
       "--images",
       data,
+      "--num-classes",
+      "4",
       "--epochs",
       "1",
       "--batch",

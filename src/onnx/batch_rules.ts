@@ -235,6 +235,17 @@ export function choicesFor(
         };
         return { s0: f(v.s0, w.s0), s1: f(v.s1, w.s1) };
       });
+    case "FusedLinear":
+      return one(() => {
+        const v = val(0), w = consts[1]!;
+        noBatchOn(v, [v.s0.length - 1], "a linear layer");
+        const [k, n] = a.transB === 1 ? [w.dims[1], w.dims[0]] : w.dims;
+        const f = (s: number[]) => {
+          if (s.at(-1) !== k) throw new Inconsistent(`linear input [${s}] for a weight of ${k} inputs`);
+          return [...s.slice(0, -1), n];
+        };
+        return { s0: f(v.s0), s1: f(v.s1) };
+      });
     case "MatMul":
       return one(() => {
         const p = val(0), q = val(1);

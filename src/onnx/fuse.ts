@@ -85,3 +85,61 @@ export function fuseLayerNorms(g: Graph): OnnxNode[] {
   }
   return g.nodes.flatMap((n) => fused.has(n) ? [fused.get(n)!] : drop.has(n) ? [] : [n]);
 }
+
+/**
+ * Exports without constant folding (PRESERVE) write nn.Linear on N-D inputs as MatMul(x, Transpose(W)) then
+ * Add(b); folded ones as MatMul(x, W^T as a constant) then Add(b). Fusing each into one FusedLinear node
+ * (transB = 1: W is [out, in] as torch stores it; 0: [in, out]) makes W and b parameters of one layer that
+ * trains, exports back to its initializers, and reads as a linear layer to the structure analysis.
+ */
+export function fuseLinears(g: Graph): OnnxNode[] {
+  const consumers = new Map<string, OnnxNode[]>();
+  const producer = new Map<string, OnnxNode>();
+  for (const n of g.nodes) {
+    for (const i of n.inputs) if (i) consumers.set(i, [...consumers.get(i) ?? [], n]);
+    for (const o of n.outputs) producer.set(o, n);
+  }
+  const single = (name: string) => (consumers.get(name) ?? []).length === 1 && !g.outputs.has(name);
+  const drop = new Set<OnnxNode>();
+  const fused = new Map<OnnxNode, OnnxNode>();
+  for (const m of g.nodes) {
+    if (m.opType !== "MatMul" || m.inputs.length !== 2) continue;
+    const [x, b] = m.inputs;
+    let weight: string, transB: number;
+    const t = producer.get(b);
+    const direct = g.constant(b);
+    if (direct && direct.dims.length === 2 && direct.dtype === "float32") {
+      [weight, transB] = [b, 0];
+    } else if (
+      t?.opType === "Transpose" && single(b) && g.constant(t.inputs[0])?.dims.length === 2 &&
+      (!t.attrs.perm || (t.attrs.perm as number[]).join() === "1,0")
+    ) {
+      [weight, transB] = [t.inputs[0], 1];
+      drop.add(t);
+    } else continue;
+    const w = g.constant(weight)!;
+    const out = transB ? w.dims[0] : w.dims[1];
+    let last = m;
+    const inputs = [x, weight];
+    const add = single(m.outputs[0]) ? consumers.get(m.outputs[0])![0] : null;
+    if (add?.opType === "Add") {
+      const other = add.inputs[0] === m.outputs[0] ? add.inputs[1] : add.inputs[0];
+      const bias = g.constant(other);
+      if (bias && bias.data.length === out && bias.dims.length === 1) {
+        inputs.push(other);
+        drop.add(add);
+        last = add;
+      }
+    }
+    drop.add(m);
+    fused.set(last, {
+      name: last.name,
+      opType: "FusedLinear",
+      domain: "",
+      inputs,
+      outputs: [last.outputs[0]],
+      attrs: { transB },
+    });
+  }
+  return g.nodes.flatMap((n) => fused.has(n) ? [fused.get(n)!] : drop.has(n) ? [] : [n]);
+}

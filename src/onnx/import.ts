@@ -19,7 +19,7 @@ import { BUILDERS, floats } from "./import_ops.ts";
 import type { BuildContext, Env, Getter, Step } from "./import_ops.ts";
 import type { OnnxModel, OnnxNode, OnnxTensor } from "./model.ts";
 import { evalHost, HOST_OPS, hostOf, hostToTensor, type HostValue } from "./host_ops.ts";
-import { fuseLayerNorms } from "./fuse.ts";
+import { fuseLayerNorms, fuseLinears } from "./fuse.ts";
 import { planBatch } from "./batch.ts";
 import { type CompiledStep, Container, OnnxModule } from "./onnx_module.ts";
 
@@ -94,11 +94,11 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
   const inputName = g.inputs[0].name;
   const canonical = new Map<string, string>([[inputName, inputName]]);
   const hosts = new Set<string>();
-  const nodes = fuseLayerNorms({
-    nodes: g.nodes,
-    constant: (n) => consts.get(n)?.tensor ?? constantNode(g.nodes, n),
+  const graphView = {
+    constant: (n: string) => consts.get(n)?.tensor ?? constantNode(g.nodes, n),
     outputs: new Set(g.outputs.map((o) => o.name)),
-  });
+  };
+  const nodes = fuseLinears({ ...graphView, nodes: fuseLayerNorms({ ...graphView, nodes: g.nodes }) });
   const consumed = new Set([...nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
 
   const materialize = new Set<string>();

@@ -315,6 +315,41 @@ function matMulOp(ctx: BuildContext): Step {
   return (env) => matmul(a(env), t);
 }
 
+/** A MatMul (+ Add) of a constant weight, fused at import (fuse.ts): one trainable linear layer. */
+function fusedLinear(ctx: BuildContext): Step {
+  const w = weightOf(ctx, 1, "weight");
+  const hasBias = Boolean(ctx.node.inputs[2]);
+  if (hasBias) weightOf(ctx, 2, "bias");
+  const x = ctx.operand(0);
+  if (ctx.node.attrs.transB === 1) {
+    // torch's [out, in] layout: an nn Linear layer, as Gemm's linear form.
+    const layer = new Linear(ctx.backend, {
+      inFeatures: w.dims[1],
+      outFeatures: w.dims[0],
+      bias: hasBias,
+      init: false,
+    });
+    ctx.attach(layer, ctx.node.inputs[1]);
+    ctx.load(layer.weight, 1);
+    if (layer.bias) ctx.load(layer.bias, 2);
+    return (env) => layer.call(x(env));
+  }
+  const params: Record<string, Tensor> = {
+    weight: Tensor.empty(ctx.backend, w.dims, { category: "weights" }),
+  };
+  if (hasBias) params.bias = Tensor.empty(ctx.backend, [w.dims[1]], { category: "weights" });
+  ctx.attach(new ParamModule("MatMul", params), ctx.node.inputs[1]);
+  ctx.load(params.weight, 1);
+  if (params.bias) ctx.load(params.bias, 2);
+  return (env) => {
+    const y = matmul(x(env), params.weight);
+    if (!params.bias) return y;
+    const out = add(y, params.bias);
+    y.dispose();
+    return out;
+  };
+}
+
 function flattenOp(ctx: BuildContext): Step {
   const axis = ctx.node.attrs.axis as number;
   const x = ctx.operand(0);
@@ -419,6 +454,7 @@ export const BUILDERS: Record<string, (ctx: BuildContext) => Step> = {
   LogSoftmax: softmaxOp(true),
   Gemm: gemmOp,
   MatMul: matMulOp,
+  FusedLinear: fusedLinear,
   Flatten: flattenOp,
   ...LAYOUT_BUILDERS,
 };
