@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { CpuBackend } from "../../src/backend/cpu.ts";
-import { backward, noGrad } from "../../src/autograd/tape.ts";
+import { backward } from "../../src/autograd/tape.ts";
 import { buildIrbNet, type IrbNet } from "../../src/nn/mobilenet.ts";
 import { EcoTta, splitBlocks } from "../../src/methods/ecotta.ts";
 import { l1ToConstant } from "../../src/methods/ecotta_meta.ts";
