@@ -214,7 +214,6 @@ struct Conv {
   off_x: u32,
   off_dy: u32,
   off_out: u32,
-  pad_: u32,
   base_x: u32,
   base_y: u32,
   base_z: u32,

@@ -5,8 +5,35 @@
 // rounded down to the offset alignment: `*_off` is where the chunk's first element sits in its window.
 
 override WG: u32 = 256u;
-// Op code (UNARY_OPS / BINARY_OPS in src/backend/webgpu/kernel_elementwise.ts), fixed per pipeline.
+// Op code, fixed per pipeline: one of the OP_UNARY_* or OP_BINARY_* below (tools/gen_kernels.ts turns them
+// into OP_CODES for the host, keyed by kernels.ts's UnaryOp / BinaryOp names).
 override OP: u32 = 0u;
+
+const OP_UNARY_IDENTITY: u32 = 0u;
+const OP_UNARY_NEG: u32 = 1u;
+const OP_UNARY_RELU: u32 = 2u;
+const OP_UNARY_RELU6: u32 = 3u;
+const OP_UNARY_CLIP: u32 = 4u;
+const OP_UNARY_HARDSWISH: u32 = 5u;
+const OP_UNARY_HARDSIGMOID: u32 = 6u;
+const OP_UNARY_SIGMOID: u32 = 7u;
+const OP_UNARY_EXP: u32 = 8u;
+const OP_UNARY_LOG: u32 = 9u;
+const OP_UNARY_SQRT: u32 = 10u;
+const OP_UNARY_RSQRT: u32 = 11u;
+const OP_UNARY_SQUARE: u32 = 12u;
+const OP_UNARY_ABS: u32 = 13u;
+const OP_UNARY_SIGN: u32 = 14u;
+const OP_UNARY_ERF: u32 = 15u;
+
+const OP_BINARY_ADD: u32 = 0u;
+const OP_BINARY_SUB: u32 = 1u;
+const OP_BINARY_MUL: u32 = 2u;
+const OP_BINARY_DIV: u32 = 3u;
+const OP_BINARY_MAX: u32 = 4u;
+const OP_BINARY_MIN: u32 = 5u;
+const OP_BINARY_POW: u32 = 6u;
+const OP_BINARY_EQ: u32 = 7u;
 
 // fill: the value's bit pattern, so one entry fills f32 and u32 storages.
 struct FillParams {
@@ -45,22 +72,57 @@ fn hardsigmoid(v: f32) -> f32 {
   return clamp(v / 6.0 + 0.5, 0.0, 1.0);
 }
 
+// erf in f32, absolute error < 2e-7: the Taylor series near 0 (keeps small arguments' relative accuracy),
+// Abramowitz & Stegun 7.1.26 beyond (|error| <= 1.5e-7).
+fn erf_f(v: f32) -> f32 {
+  let a = abs(v);
+  if (a < 0.5) {
+    let z = v * v;
+    return 1.1283791670955126 * v *
+      (1.0 + z * (-1.0 / 3.0 + z * (0.1 + z * (-1.0 / 42.0 + z * (1.0 / 216.0 + z * (-1.0 / 1320.0))))));
+  }
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(v) * (1.0 - poly * exp(-a * a));
+}
+
+// A float from its bits at runtime: a NaN or infinite const-expression is a shader-creation error in WGSL.
+fn from_bits(u: u32) -> f32 {
+  return bitcast<f32>(u);
+}
+
+// numpy's real power (kernels.ts BinaryOp pow).
+fn pow_f(a: f32, b: f32) -> f32 {
+  if (b == 2.0) { return a * a; }
+  if (b == 1.0) { return a; }
+  if (b == 0.5) { return sqrt(a); }
+  if (b == 0.0) { return 1.0; }
+  if (a < 0.0) {
+    if (b != floor(b)) { return from_bits(0x7fc00000u); }
+    let m = pow(-a, b);
+    return select(m, -m, fract(b * 0.5) != 0.0);
+  }
+  if (a == 0.0) { return select(from_bits(0x7f800000u), 0.0, b > 0.0); }
+  return pow(a, b);
+}
+
 fn unary_f(v: f32, alpha: f32, beta: f32) -> f32 {
   switch OP {
-    case 1u: { return -v; }
-    case 2u: { return select(0.0, v, v > 0.0); }
-    case 3u: { return min(max(v, 0.0), 6.0); }
-    case 4u: { return min(max(v, alpha), beta); }
-    case 5u: { return v * hardsigmoid(v); }
-    case 6u: { return hardsigmoid(v); }
-    case 7u: { return 1.0 / (1.0 + exp(-v)); }
-    case 8u: { return exp(v); }
-    case 9u: { return log(v); }
-    case 10u: { return sqrt(v); }
-    case 11u: { return inverseSqrt(v); }
-    case 12u: { return v * v; }
-    case 13u: { return abs(v); }
-    case 14u: { return sign(v); }
+    case OP_UNARY_NEG: { return -v; }
+    case OP_UNARY_RELU: { return select(0.0, v, v > 0.0); }
+    case OP_UNARY_RELU6: { return min(max(v, 0.0), 6.0); }
+    case OP_UNARY_CLIP: { return min(max(v, alpha), beta); }
+    case OP_UNARY_HARDSWISH: { return v * hardsigmoid(v); }
+    case OP_UNARY_HARDSIGMOID: { return hardsigmoid(v); }
+    case OP_UNARY_SIGMOID: { return 1.0 / (1.0 + exp(-v)); }
+    case OP_UNARY_EXP: { return exp(v); }
+    case OP_UNARY_LOG: { return log(v); }
+    case OP_UNARY_SQRT: { return sqrt(v); }
+    case OP_UNARY_RSQRT: { return inverseSqrt(v); }
+    case OP_UNARY_SQUARE: { return v * v; }
+    case OP_UNARY_ABS: { return abs(v); }
+    case OP_UNARY_SIGN: { return sign(v); }
+    case OP_UNARY_ERF: { return erf_f(v); }
     default: { return v; }
   }
 }
@@ -68,27 +130,28 @@ fn unary_f(v: f32, alpha: f32, beta: f32) -> f32 {
 // f'(x), with PyTorch's choices at the kinks (kernels.ts unary_grad).
 fn unary_df(v: f32, alpha: f32, beta: f32) -> f32 {
   switch OP {
-    case 1u: { return -1.0; }
-    case 2u: { return select(0.0, 1.0, v > 0.0); }
-    case 3u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
-    case 4u: { return select(0.0, 1.0, v > alpha && v < beta); }
-    case 5u: {
+    case OP_UNARY_NEG: { return -1.0; }
+    case OP_UNARY_RELU: { return select(0.0, 1.0, v > 0.0); }
+    case OP_UNARY_RELU6: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
+    case OP_UNARY_CLIP: { return select(0.0, 1.0, v > alpha && v < beta); }
+    case OP_UNARY_HARDSWISH: {
       if (v < -3.0) { return 0.0; }
       if (v > 3.0) { return 1.0; }
       return (2.0 * v + 3.0) / 6.0;
     }
-    case 6u: { return select(0.0, 1.0 / 6.0, v > -3.0 && v < 3.0); }
-    case 7u: {
+    case OP_UNARY_HARDSIGMOID: { return select(0.0, 1.0 / 6.0, v > -3.0 && v < 3.0); }
+    case OP_UNARY_SIGMOID: {
       let s = 1.0 / (1.0 + exp(-v));
       return s * (1.0 - s);
     }
-    case 8u: { return exp(v); }
-    case 9u: { return 1.0 / v; }
-    case 10u: { return 0.5 / sqrt(v); }
-    case 11u: { return -0.5 / (v * sqrt(v)); }
-    case 12u: { return 2.0 * v; }
-    case 13u: { return sign(v); }
-    case 14u: { return 0.0; }
+    case OP_UNARY_EXP: { return exp(v); }
+    case OP_UNARY_LOG: { return 1.0 / v; }
+    case OP_UNARY_SQRT: { return 0.5 / sqrt(v); }
+    case OP_UNARY_RSQRT: { return -0.5 / (v * sqrt(v)); }
+    case OP_UNARY_SQUARE: { return 2.0 * v; }
+    case OP_UNARY_ABS: { return sign(v); }
+    case OP_UNARY_SIGN: { return 0.0; }
+    case OP_UNARY_ERF: { return 1.1283791670955126 * exp(-v * v); }
     default: { return 1.0; }
   }
 }
@@ -155,11 +218,13 @@ fn bin_word(i: u32) -> u32 {
 
 fn binary_f(a: f32, b: f32) -> f32 {
   switch OP {
-    case 1u: { return a - b; }
-    case 2u: { return a * b; }
-    case 3u: { return a / b; }
-    case 4u: { return max(a, b); }
-    case 5u: { return min(a, b); }
+    case OP_BINARY_SUB: { return a - b; }
+    case OP_BINARY_MUL: { return a * b; }
+    case OP_BINARY_DIV: { return a / b; }
+    case OP_BINARY_MAX: { return max(a, b); }
+    case OP_BINARY_MIN: { return min(a, b); }
+    case OP_BINARY_POW: { return pow_f(a, b); }
+    case OP_BINARY_EQ: { return select(0.0, 1.0, a == b); }
     default: { return a + b; }
   }
 }

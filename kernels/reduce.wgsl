@@ -8,8 +8,10 @@
 //   addresses, so it is the fast one when inner is large.
 
 override WG: u32 = 256u; // a power of two
-// 0: sum (mean passes scale = 1/size), 1: max (NaN propagates, as in PyTorch).
+// OP_REDUCE_SUM (mean passes scale = 1/size) or OP_REDUCE_MAX (NaN propagates, as in PyTorch).
 override OP: u32 = 0u;
+const OP_REDUCE_SUM: u32 = 0u;
+const OP_REDUCE_MAX: u32 = 1u;
 
 struct Params {
   segs: u32, // segments in this dispatch
@@ -39,7 +41,7 @@ fn is_nan(v: f32) -> bool {
 }
 
 fn combine(a: f32, b: f32) -> f32 {
-  if (OP == 0u) {
+  if (OP == OP_REDUCE_SUM) {
     return a + b;
   }
   if (is_nan(a)) {
@@ -52,7 +54,7 @@ fn combine(a: f32, b: f32) -> f32 {
 }
 
 fn finish(v: f32) -> f32 {
-  return select(v, v * p.scale, OP == 0u);
+  return select(v, v * p.scale, OP == OP_REDUCE_SUM);
 }
 
 @compute @workgroup_size(WG)
@@ -67,9 +69,9 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   let s1 = min(p.size, s0 + p.len);
   let base = p.x_off + o * p.size;
   // max starts from the segment's first element (max is idempotent), which avoids an -inf literal.
-  var acc = select(0.0, x[base + s0], OP == 1u);
+  var acc = select(0.0, x[base + s0], OP == OP_REDUCE_MAX);
   // The sum loop is spelled out: llvmpipe runs it ~1.5x faster than through combine().
-  if (OP == 0u) {
+  if (OP == OP_REDUCE_SUM) {
     for (var s = s0 + lid; s < s1; s += WG) {
       acc += x[base + s];
     }
@@ -102,8 +104,8 @@ fn reduce_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let s0 = (g - o * p.chunks) * p.len;
     let s1 = min(p.size, s0 + p.len);
     let base = p.x_off + o * p.size * p.inner + j;
-    var acc = select(0.0, x[base + s0 * p.inner], OP == 1u);
-    if (OP == 0u) {
+    var acc = select(0.0, x[base + s0 * p.inner], OP == OP_REDUCE_MAX);
+    if (OP == OP_REDUCE_SUM) {
       for (var s = s0; s < s1; s++) {
         acc += x[base + s * p.inner];
       }

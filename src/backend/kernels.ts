@@ -27,10 +27,54 @@ export type UnaryOp =
   | "rsqrt"
   | "square"
   | "abs"
-  | "sign";
+  | "sign"
+  | "erf";
 
-/** Elementwise functions of two inputs, broadcast by strides (a stride of 0 repeats the element). */
-export type BinaryOp = "add" | "sub" | "mul" | "div" | "max" | "min";
+/**
+ * Elementwise functions of two inputs, broadcast by strides (a stride of 0 repeats the element).
+ * pow: a^b, with numpy's real semantics: a negative base gives a real result only for an integer exponent
+ * (sign from its parity), else NaN; b = 2 is exactly a*a, b = 1 exactly a, b = 0.5 exactly sqrt(a).
+ * eq: 1 where a == b, else 0 (ONNX Equal; NaN equals nothing).
+ */
+export type BinaryOp = "add" | "sub" | "mul" | "div" | "max" | "min" | "pow" | "eq";
+
+/**
+ * A strided view of up to 6 dims: element i (an index over `shape`) sits at offset + sum(i[d] * strides[d]).
+ * Strides may be 0 (broadcast) or negative (a reversed slice); every addressed element must lie inside the
+ * storage.
+ */
+export interface StridedView {
+  offset: number;
+  strides: number[];
+}
+
+/**
+ * 2-D pooling over x [n, c, h, w] into [n, c, outH, outW]. The window of output (oh, ow) starts at input row
+ * oh*strideH - padTop (column likewise) and takes kh x kw taps dilationH/W apart. Taps outside the input
+ * are padding: max ignores them (-inf); avg counts them in the divisor only with countIncludePad, and then
+ * only up to the padded extent (h + padBottom, w + padRight), as PyTorch and onnxruntime do with ceil_mode.
+ * A window with no tap inside the input gives -inf (max) or 0 (avg). Avg requires dilation 1.
+ */
+export interface Pool2dAttrs {
+  op: "max" | "avg";
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  strideH: number;
+  strideW: number;
+  padTop: number;
+  padLeft: number;
+  padBottom: number;
+  padRight: number;
+  dilationH: number;
+  dilationW: number;
+  outH: number;
+  outW: number;
+  countIncludePad: boolean;
+}
 
 export interface Conv2dAttrs {
   n: number;
@@ -63,13 +107,14 @@ export interface KernelSpecs {
   /**
    * out = f(x) elementwise over n elements. relu6 = clip(0, 6); clip = min(max(x, alpha), beta);
    * hardsigmoid = clip(x/6 + 1/2, 0, 1) (PyTorch's, ONNX HardSigmoid alpha=1/6 beta=0.5); hardswish = x*hardsigmoid(x).
+   * erf: the error function (GELU's building block); backends may approximate it to 2e-7 absolute.
    */
   unary: { x: Storage; out: Storage; attrs: { n: number; op: UnaryOp; alpha?: number; beta?: number } };
   /**
    * dx = dy * f'(x) for an activation, from its saved input x. Derivatives at kinks follow PyTorch:
    * relu'(0)=0; relu6/clip' is 1 strictly inside (lo, hi) and 0 at and outside the bounds;
    * hardswish'(x) = 0 for x < -3, 1 for x > 3, else (2x+3)/6 (PyTorch uses x <= 3 for the middle branch);
-   * hardsigmoid'(x) = 1/6 strictly inside (-3, 3) else 0; sigmoid' = s(1-s).
+   * hardsigmoid'(x) = 1/6 strictly inside (-3, 3) else 0; sigmoid' = s(1-s); erf'(x) = 2/sqrt(pi) exp(-x^2).
    */
   unary_grad: {
     x: Storage;
@@ -125,6 +170,42 @@ export interface KernelSpecs {
     out: Storage;
     attrs: { op: BinaryOp; shape: number[]; aStrides: number[]; bStrides: number[] };
   };
+  /**
+   * out[out view at i] = x[x view at i] for every index i of `shape` (rank <= 6): the one data-movement
+   * kernel behind transpose, slice, pad (fill + copy into the interior), expand, concat and split (one copy
+   * per part), gather of constant indices, and their gradients. A bit copy (f32 or u32 alike). The out view
+   * must not address an element twice; x and out must be different storages.
+   */
+  strided_copy: {
+    x: Storage;
+    out: Storage;
+    attrs: { shape: number[]; x: StridedView; out: StridedView };
+  };
+  /**
+   * out[i] = cond[ic] != 0 ? a[ia] : b[ib] over the dense output shape (rank <= 6), each input broadcast by
+   * its strides as in `binary` (ONNX Where; cond holds 0/1 floats, as `eq` writes them). A NaN condition
+   * counts as true (it is not 0).
+   */
+  where: {
+    cond: Storage;
+    a: Storage;
+    b: Storage;
+    out: Storage;
+    attrs: { shape: number[]; condStrides: number[]; aStrides: number[]; bStrides: number[] };
+  };
+  /**
+   * Max or average pooling (Pool2dAttrs). argmax (u32, one per output, max only, optional) receives the
+   * index ih*w + iw within the image plane of the first maximal tap in row-major window order (a NaN tap
+   * wins, as in PyTorch; a window without input taps gives 0xffffffff and no gradient). It is what pool2d_grad routes max
+   * gradients by.
+   */
+  pool2d: { x: Storage; out: Storage; argmax?: Storage; attrs: Pool2dAttrs };
+  /**
+   * dx [n, c, h, w] of pool2d from dy [n, c, outH, outW] (overwrites): max sends each dy to the input
+   * element its argmax names; avg spreads dy / divisor over the window's input taps. Each dx element sums
+   * the contributions of every window it lies in (overlapping windows add).
+   */
+  pool2d_grad: { dy: Storage; argmax?: Storage; out: Storage; attrs: Pool2dAttrs };
   /** out = alpha * x + beta * (accumulate ? out : 0), n elements (scaling, grad accumulation). */
   axpy: { x: Storage; out: Storage; attrs: { n: number; alpha: number; accumulate: boolean } };
   /**

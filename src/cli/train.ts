@@ -1,18 +1,22 @@
 /**
- * `edgetrain train --model M.onnx --images I --labels L --method full|bias|mobiletl [--top-blocks K] ...`
- * Supervised transfer with few labels on the top K inverted residual blocks (src/methods/mobiletl.ts),
- * with the ledger's measured peaks and per-block saved bytes; --out writes the trained model as ONNX.
+ * `edgetrain train --model M.onnx --images I [--labels L] --method full|bias|mobiletl [--top-blocks K] ...`
+ * Supervised transfer with few labels on the top K blocks (src/methods/mobiletl.ts: blocks found from the
+ * graph), with the ledger's measured peaks and per-block saved bytes; --num-classes N puts a fresh classifier
+ * for a new label set on the model; --out writes the trained model as ONNX.
  */
 import { oneOf, parseFlags, parseNumber } from "./args.ts";
 import {
   BACKEND_FLAG,
   fitPreprocess,
+  modelClasses,
   openBackend,
   openModel,
   openStreams,
   PREPROCESS_FLAGS,
   preprocessFor,
 } from "./common.ts";
+import { replaceClassifier } from "../onnx/classifier.ts";
+import type { ImageSet } from "../data/images.ts";
 import { UsageError } from "./errors.ts";
 import { methodHelp, names, trainMethod } from "../methods/registry.ts";
 import { trainSupervised } from "../methods/supervised.ts";
@@ -21,12 +25,20 @@ import { exportModule } from "../onnx/export.ts";
 import { outputShape } from "../data/preprocess.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
 
-export const HELP = `edgetrain train --model M.onnx --images I --labels L --method METHOD [options]
+export const HELP = `edgetrain train --model M.onnx --images I [--labels L] --method METHOD [options]
+
+  --images I                IDX file or image folder; a folder labels itself through its labels.csv /
+                            labels.txt or torchvision's ImageFolder layout (one sub-folder per class)
+  --labels L                labels for the images (needed for IDX files and unlabelled folders)
 
   --method METHOD|auto      what trains in the top blocks (required; see docs/memory.md); auto: the
                             strongest that fits the budget
 ${methodHelp("train", "                              ")}
-  --top-blocks K            inverted residual blocks to train, counted from the output (default: all)
+  --top-blocks K            blocks to train, counted from the output (default: all): residual blocks
+                            (ResNet, ConvNeXt, RegNet, ViT layers), dense/fire/shuffle units, inverted
+                            residual blocks (MobileTL counts these only), found from the graph
+  --num-classes N           replace the final classifier (Linear or 1x1 conv) with a fresh one of N
+                            outputs for a new label set; --out writes it
   --epochs E                passes over the images (default 5)
   --batch N|auto            images per step (default 32; auto: the largest that fits, up to 64)
   --lr X                    Adam learning rate (default 0.001)
@@ -40,6 +52,25 @@ ${methodHelp("train", "                              ")}
   --backend webgpu|cpu|auto --mean --std --pad --size --channels
   --json                    print one JSON object on stdout`;
 
+/** Labels must index the model's outputs; a folder with other classes needs --num-classes. */
+function checkTrainLabels(
+  sets: { name: string; set: ImageSet }[],
+  classes: number | null,
+  model: string,
+): void {
+  if (classes === null) return;
+  for (const { name, set } of sets) {
+    const max = set.labels!.reduce((m, v) => Math.max(m, v), -1);
+    const folderClasses = set.classes?.length;
+    if (max >= classes || (folderClasses !== undefined && folderClasses !== classes)) {
+      throw new UsageError(
+        `"${name}" has ${folderClasses ?? max + 1} classes but model "${model}" outputs ${classes}: ` +
+          `add --num-classes ${folderClasses ?? max + 1} to train a new classifier for them`,
+      );
+    }
+  }
+}
+
 export default async function train(args: string[]): Promise<number> {
   const flags = parseFlags("train", args, {
     model: { type: "string" },
@@ -47,6 +78,7 @@ export default async function train(args: string[]): Promise<number> {
     labels: { type: "string" },
     method: { type: "string" },
     "top-blocks": { type: "string" },
+    "num-classes": { type: "string" },
     epochs: { type: "string", default: "5" },
     batch: { type: "string", default: "32" },
     lr: { type: "string", default: "0.001" },
@@ -72,17 +104,27 @@ export default async function train(args: string[]): Promise<number> {
   const epochs = parseNumber("epochs", flags.epochs, { integer: true, min: 1 })!;
   const lr = parseNumber("lr", flags.lr, { min: 0 })!;
   const seed = parseNumber("seed", flags.seed, { integer: true })!;
-  if (!flags.labels) throw new UsageError("--labels is required: train learns from labelled images");
-  if (Boolean(flags["val-images"]) !== Boolean(flags["val-labels"])) {
-    throw new UsageError("--val-images and --val-labels go together");
+  const numClasses = parseNumber("num-classes", flags["num-classes"], { integer: true, min: 1 });
+  if (flags["val-labels"] && !flags["val-images"]) throw new UsageError("--val-labels needs --val-images");
+  const labels = (path: string | undefined) => (path ? [path] : undefined);
+  const [data] = await openStreams([flags.images!].filter(Boolean), labels(flags.labels));
+  if (!data.set.labels) {
+    throw new UsageError(
+      `train learns from labelled images, but "${data.name}" has no labels: give --labels, a labels.csv ` +
+        `in the folder, or the ImageFolder layout (one sub-folder per class)`,
+    );
   }
-  const [data] = await openStreams([flags.images!].filter(Boolean), [flags.labels]);
   const val = flags["val-images"]
-    ? (await openStreams([flags["val-images"]], [flags["val-labels"]!]))[0]
+    ? (await openStreams([flags["val-images"]], labels(flags["val-labels"])))[0]
     : null;
+  if (val && !val.set.labels) {
+    throw new UsageError(`--val-images "${val.name}" have no labels: give --val-labels or a labelled folder`);
+  }
 
   const backend = await openBackend(flags.backend, !flags.json);
   const model = await openModel(backend, flags.model);
+  const replaced = numClasses === undefined ? null : replaceClassifier(model.module, numClasses, seed);
+  checkTrainLabels([data, ...(val ? [val] : [])], replaced?.classes ?? modelClasses(model), model.path);
   const basePre = await preprocessFor(model.path, flags);
   const pre = fitPreprocess(data.set, basePre, model, data.name);
   if (val) fitPreprocess(val.set, basePre, model, val.name);
@@ -116,7 +158,7 @@ export default async function train(args: string[]): Promise<number> {
   if (flags.out) {
     await Deno.writeFile(
       flags.out,
-      await exportModule(model.onnx, model.module, { producerName: "edgetrain" }),
+      await exportModule(model.onnx, model.module, { producerName: "edgetrain", classes: replaced?.classes }),
     );
   }
   const out = {
@@ -127,6 +169,7 @@ export default async function train(args: string[]): Promise<number> {
     top_blocks: plan.blocks.length,
     trained_blocks: plan.blocks.map((b) => b.name),
     trainable_parameters: plan.params.reduce((s, p) => s + p.size, 0),
+    ...(replaced ? { classifier: replaced } : {}),
     n: data.set.n,
     ...report,
     predicted_peak_bytes: gov.predicted_peak_bytes,
@@ -142,6 +185,12 @@ export default async function train(args: string[]): Promise<number> {
   if (flags.json) console.log(JSON.stringify(out));
   else {
     const pct = (v: number | null) => v === null ? "-" : `${(100 * v).toFixed(2)}%`;
+    if (replaced) {
+      console.log(
+        `new classifier "${replaced.name}": ${replaced.inFeatures} features -> ${replaced.classes} classes ` +
+          `(was ${replaced.oldClasses})`,
+      );
+    }
     console.log(
       `${method} on ${out.top_blocks} top blocks (${out.trainable_parameters} parameters), store ${used}, ` +
         `batch ${batch}, ${epochs} epochs, backend ${out.backend}`,

@@ -1,25 +1,20 @@
 /**
  * EcoTTA needs the frozen backbone as a chain of blocks it can run one at a time (to put a meta network
- * beside each partition): a stem, the feature blocks "features.1" ... "features.L-1", and a head.
+ * beside each partition): a stem, the blocks, and a head.
  *
  * - buildIrbNet() nets: the blocks are `features.layers`.
- * - ONNX-imported MobileNetV2-style models (OnnxModule): the compiled graph cannot run a sub-range, so the
- *   blocks are rebuilt over the imported Conv2d/BatchNorm2d layers (shared, not copied) from the torchvision
- *   layout their state names follow ("features.N.conv.K"), and the rebuilt chain is checked against the
- *   graph's own forward on a probe input. A model that does not match fails with a message naming it.
+ * - ONNX models (OnnxModule): the blocks come from the graph (src/nn/structure.ts), whatever the modules are
+ *   named; each stage runs its range of the compiled graph (OnnxModule.runRange), and the chain of stages is
+ *   checked against the graph's own forward on a probe input.
  */
 import { noGrad, withTag } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
-import { BatchNorm2d, Conv2d, Linear, ReLU6 } from "../nn/layers.ts";
+import { BatchNorm2d, Conv2d, ReLU6 } from "../nn/layers.ts";
 import { InvertedResidual, IrbNet } from "../nn/mobilenet.ts";
 import { Sequential } from "../nn/module.ts";
 import type { StageTail } from "./ecotta_stats.ts";
 import { OnnxModule } from "../onnx/import.ts";
-import { add } from "../ops/elementwise.ts";
-import { relu6 } from "../ops/activation.ts";
-import { globalAvgPool } from "../ops/reduce.ts";
-import { flatten } from "../ops/shape.ts";
-import { linear } from "../ops/linear.ts";
+import { structureOf } from "../nn/trace.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 
@@ -118,108 +113,108 @@ function irbStages(net: IrbNet): StagedModel {
   };
 }
 
-/** A conv (+ BN) (+ ReLU6) unit of a torchvision block. */
-interface Unit {
-  conv: Conv2d;
-  bn: BatchNorm2d | null;
-  act: boolean;
+/** Where each stage ends: the blocks of the structure, and the layers before, between and after them. */
+function stageRanges(
+  model: OnnxModule,
+  fail: (why: string) => Error,
+): { ranges: [number, number, string | null][]; head: number } {
+  const s = structureOf(model);
+  const nodes = s.graph.nodes;
+  // The head starts at the global pooling after the last block (and the layers after it).
+  const last = s.blocks.at(-1);
+  if (!last) throw fail("it has no blocks");
+  let head = -1;
+  for (let i = last.end + 1; i < nodes.length; i++) {
+    if (nodes[i].op === "GlobalAveragePool" || nodes[i].op === "ReduceMean") {
+      head = i;
+      break;
+    }
+  }
+  if (head < 0 || !s.cuts.includes(head - 1)) {
+    throw fail("its head does not start with a global pooling after the last block");
+  }
+  const ranges: [number, number, string | null][] = [];
+  let at = 0;
+  for (const b of s.blocks) {
+    if (b.start > at) ranges.push([at, b.start - 1, null]);
+    ranges.push([b.start, b.end, b.name]);
+    at = b.end + 1;
+  }
+  if (head > at) ranges.push([at, head - 1, null]);
+  return { ranges, head };
 }
 
-function runUnit(u: Unit, x: Tensor): Tensor {
-  const c = u.conv.call(x);
-  let h = c;
-  if (u.bn) {
-    h = u.bn.call(c);
-    c.dispose();
+/** How a stage ends (BN, BN + ReLU6, or a residual add of a BN), for data-free source statistics. */
+function stageTail(model: OnnxModule, from: number, to: number): StageTail | null {
+  const nodes = model.opGraph().nodes;
+  const last = nodes[to];
+  const bnOf = (
+    i: number,
+  ) => (i >= from && nodes[i]?.layer instanceof BatchNorm2d ? nodes[i].layer as BatchNorm2d : null);
+  if (last.layer instanceof BatchNorm2d) return { bn: last.layer, relu6: false, residual: false };
+  if (last.op === "Clip" && last.inputs.length === 1 && bnOf(last.inputs[0])) {
+    return { bn: bnOf(last.inputs[0])!, relu6: true, residual: false };
   }
-  if (!u.act) return h;
-  const a = relu6(h);
-  h.dispose();
-  return a;
+  if (last.op === "Add" && last.inputs.length === 2) {
+    const bns = last.inputs.map(bnOf).filter((b): b is BatchNorm2d => b !== null);
+    if (bns.length === 1 && last.inputs.includes(from - 1)) {
+      return { bn: bns[0], relu6: false, residual: true };
+    }
+  }
+  return null;
 }
 
 /**
- * Units of "features.i" from the module tree torch's names give it: an IRB block holds "conv" whose children
- * are conv+BN+ReLU6 groups (Containers) and then a bare projection conv and BN; the stem and the last layer
- * are one conv+BN+ReLU6 group. BN may be missing (folded into the conv by an eval export).
+ * The stages of an ONNX model from its graph (src/nn/structure.ts): the stem, every block and the layers
+ * between blocks, each run as its range of the compiled graph (OnnxModule.runRange), so a stage computes
+ * exactly what the graph does; their channels and stride come from running a probe through them.
  */
-function blockUnits(block: Module): Unit[] {
-  const body = block.namedModules().find(([n]) => n === "conv")?.[1];
-  const groups = body ? body.children() : [block];
-  const units: Unit[] = [];
-  for (const g of groups) {
-    if (g instanceof Conv2d) units.push({ conv: g, bn: null, act: false });
-    else if (g instanceof BatchNorm2d) {
-      const u = units.at(-1);
-      if (!u || u.bn) throw new Error("a BatchNormalization without a convolution before it");
-      u.bn = g;
-    } else {
-      const [conv, bn, ...rest] = g.children();
-      if (!(conv instanceof Conv2d) || (bn !== undefined && !(bn instanceof BatchNorm2d)) || rest.length) {
-        throw new Error("a layer group that is not Conv (+ BatchNormalization)");
-      }
-      units.push({ conv, bn: bn ?? null, act: true });
-    }
-  }
-  return units;
-}
-
 function onnxStages(model: OnnxModule, name: string): StagedModel {
-  const byName = new Map(model.namedModules());
   const fail = (why: string) =>
     new Error(
-      `EcoTTA cannot partition ${name}: ${why}. It runs buildIrbNet() nets and ONNX MobileNetV2-style models ` +
-        `whose blocks are named "features.N" (torchvision's layout)`,
+      `EcoTTA cannot partition ${name}: ${why}. It needs a conv net whose blocks end where every path ` +
+        `passes one tensor and whose head starts with a global pooling`,
     );
-  const stages: Stage[] = [];
-  for (let i = 0; byName.has(`features.${i}`); i++) {
-    const block = byName.get(`features.${i}`)!;
-    let units: Unit[];
-    try {
-      units = blockUnits(block);
-    } catch (e) {
-      throw fail(`block "features.${i}" has ${(e as Error).message}`);
-    }
-    const g = geometry(`features.${i}`, convsAndNorms(block), name);
-    const residual = units.length > 1 && g.stride === 1 && g.inChannels === g.outChannels;
-    const tag = `features.${i}`;
-    const last = units.at(-1)!;
-    stages.push({
+  const { ranges, head } = stageRanges(model, fail);
+  const nodes = model.opGraph().nodes;
+  if (ranges.length < 2) throw fail(`it has ${ranges.length} stage`);
+  const layerNames = new Map(model.namedModules().map(([n, m]) => [m, n]));
+  const stages = ranges.map(([from, to, blockName], i): Stage => {
+    // A block's name; else the module path of the stage's first layer, less its own last part.
+    const first = nodes.slice(from, to + 1).find((n) => n.layer)?.layer;
+    const path = first ? layerNames.get(first)?.split(".").slice(0, -1).join(".") : "";
+    const tag = blockName ?? (path || `stage${i}`);
+    return {
       name: tag,
-      ...g,
-      tail: last.bn ? { bn: last.bn, relu6: last.act, residual } : null,
-      run: (x) =>
-        withTag(tag, () => {
-          let h = x;
-          for (const u of units) {
-            const next = runUnit(u, h);
-            if (h !== x) h.dispose();
-            h = next;
-          }
-          if (!residual) return h;
-          const out = add(x, h);
-          h.dispose();
-          return out;
-        }),
-    });
-  }
-  if (stages.length < 2) throw fail(`it has no "features.0", "features.1", ... layers`);
-  const linears = model.namedModules().filter(([n, m]) => n.startsWith("classifier") && m instanceof Linear)
-    .map(([, m]) => m as Linear);
-  if (linears.length !== 1) throw fail(`its classifier has ${linears.length} Linear layers, expected 1`);
-  const fc = linears[0];
+      inChannels: 0,
+      outChannels: 0,
+      stride: 1,
+      tail: stageTail(model, from, to),
+      run: (x) => withTag(tag, () => model.runRange(x, from, to)),
+    };
+  });
   return {
     stages,
     verified: false,
-    head: (x) => {
-      const p = globalAvgPool(x);
-      const f = flatten(p, 1);
-      p.dispose();
-      const out = linear(f, fc.weight, fc.bias);
-      f.dispose();
-      return out;
-    },
+    head: (x) => model.runRange(x, head, nodes.length - 1),
   };
+}
+
+/** Channels and stride of every stage, from a probe run (the ONNX stages know only their graph ranges). */
+function measureStages(staged: StagedModel, probe: Tensor): void {
+  noGrad(() => {
+    let h = probe;
+    for (const s of staged.stages) {
+      const next = s.run(h);
+      if (next.rank !== 4) throw new Error(`EcoTTA: stage "${s.name}" does not output an image batch`);
+      s.inChannels = h.shape[1];
+      s.outChannels = next.shape[1];
+      s.stride = Math.round(h.shape[2] / next.shape[2]);
+      if (h !== probe) h.dispose();
+      h = next;
+    }
+    if (h !== probe) h.dispose();
+  });
 }
 
 /** Max |a - b| / max(1, max |a|) of the staged forward against the model's own, on x (no gradients). */
@@ -267,19 +262,24 @@ export async function stagesOf(model: Module, options: { name?: string } = {}): 
   if (model instanceof IrbNet) return irbStages(model);
   if (!(model instanceof OnnxModule)) {
     throw new Error(
-      `EcoTTA cannot partition ${name}: it runs buildIrbNet() nets and ONNX MobileNetV2-style models only`,
+      `EcoTTA cannot partition ${name}: it runs buildIrbNet() nets and ONNX models only`,
     );
   }
   const staged = onnxStages(model, name);
   const dims = model.inputShape?.slice(1);
-  if (dims && dims.length === 3 && dims.every((d) => typeof d === "number")) {
-    const [c, h, w] = dims as number[];
-    const backend = model.namedState()[0][1].backend;
-    const probe = Tensor.from(backend, new Rng(7).normals(2 * c * h * w), [2, c, h, w]);
-    const err = await stagedMismatch(model, staged, probe);
+  const fixed = dims && dims.length === 3 && dims.every((d) => typeof d === "number");
+  // Any spatial size shows the strides: 64x64 when the model does not fix its own.
+  const [c, h, w] = fixed ? dims as number[] : [Number(dims?.[0] ?? 3), 64, 64];
+  const backend = model.namedState()[0][1].backend;
+  const probe = Tensor.from(backend, new Rng(7).normals(2 * c * h * w), [2, c, h, w]);
+  try {
+    measureStages(staged, probe);
+    if (fixed) {
+      checkMismatch(await stagedMismatch(model, staged, probe), name, "a probe input");
+      staged.verified = true;
+    }
+  } finally {
     probe.dispose();
-    checkMismatch(err, name, "a probe input");
-    staged.verified = true;
   }
   return staged;
 }

@@ -1,5 +1,6 @@
 /**
- * Layers over the ops in src/ops/: Conv2d, BatchNorm2d, Linear, activations, pooling, Flatten, Identity.
+ * Layers over the ops in src/ops/: Conv2d, BatchNorm2d, LayerNorm, Linear, activations, pooling, Flatten,
+ * Identity.
  *
  * Parameter and buffer names are PyTorch's (weight, bias, running_mean, running_var) so state dicts map 1:1.
  * Initialisation is deterministic from a seeded Rng: conv weights kaiming-normal over fan-out (what
@@ -10,6 +11,7 @@ import { Tensor } from "../tensor.ts";
 import { Rng } from "../random.ts";
 import { conv2d } from "../ops/conv.ts";
 import { batchNorm2d } from "../ops/norm.ts";
+import { layerNorm } from "../ops/layer_norm.ts";
 import { linear } from "../ops/linear.ts";
 import { globalAvgPool } from "../ops/reduce.ts";
 import { flatten } from "../ops/shape.ts";
@@ -36,11 +38,11 @@ export interface Conv2dOptions {
   /** Default true, as PyTorch. */
   bias?: boolean;
   rng?: Rng;
+  /** Draw the initial weights (default true); false leaves zeros for a caller that loads them (imports). */
+  init?: boolean;
 }
 
 export class Conv2d extends Module {
-  readonly weight: Tensor;
-  readonly bias: Tensor | null;
   readonly stride: [number, number];
   readonly padding: [number, number];
   readonly dilation: [number, number];
@@ -61,13 +63,26 @@ export class Conv2d extends Module {
     const rng = options.rng ?? new Rng(0);
     // kaiming_normal_(mode="fan_out"): std = sqrt(2 / fan_out), fan_out = cout * kh * kw / groups.
     const std = Math.sqrt(2 / ((cout / groups) * kh * kw));
-    this.weight = this.addParam(
+    const n = cout * (cin / groups) * kh * kw;
+    this.addParam(
       "weight",
-      weight(b, rng.normals(cout * (cin / groups) * kh * kw, std), [cout, cin / groups, kh, kw]),
+      weight(b, options.init === false ? new Float32Array(n) : rng.normals(n, std), [
+        cout,
+        cin / groups,
+        kh,
+        kw,
+      ]),
     );
-    this.bias = options.bias ?? true
-      ? this.addParam("bias", weight(b, new Float32Array(cout), [cout]))
-      : null;
+    if (options.bias ?? true) this.addParam("bias", weight(b, new Float32Array(cout), [cout]));
+  }
+
+  // Read through the parameter table, so replaceParam (a new 1x1 classifier) takes effect.
+  get weight(): Tensor {
+    return this.param("weight")!;
+  }
+
+  get bias(): Tensor | null {
+    return this.param("bias");
   }
 
   forward(x: Tensor): Tensor {
@@ -147,21 +162,64 @@ export interface LinearOptions {
   /** Default true. */
   bias?: boolean;
   rng?: Rng;
+  /** Draw the initial weights (default true); false leaves zeros for a caller that loads them (imports). */
+  init?: boolean;
+}
+
+export interface LayerNormOptions {
+  /** The normalised trailing shape (PyTorch's normalized_shape). */
+  shape: number[];
+  eps?: number;
+  /** Learnable weight and bias (PyTorch's elementwise_affine, default true). */
+  affine?: boolean;
+  /** With affine: whether there is a bias (default true; ONNX LayerNormalization's B is optional). */
+  bias?: boolean;
+}
+
+/** PyTorch nn.LayerNorm over the trailing `shape` (weight 1, bias 0). */
+export class LayerNorm extends Module {
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly eps: number;
+  readonly shape: number[];
+
+  constructor(b: Backend, options: LayerNormOptions) {
+    super();
+    this.shape = [...options.shape];
+    this.eps = options.eps ?? 1e-5;
+    const n = this.shape.reduce((p, d) => p * d, 1);
+    const affine = options.affine ?? true;
+    this.weight = affine ? this.addParam("weight", weight(b, new Float32Array(n).fill(1), this.shape)) : null;
+    this.bias = affine && (options.bias ?? true)
+      ? this.addParam("bias", weight(b, new Float32Array(n), this.shape))
+      : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, { axis: x.rank - this.shape.length, eps: this.eps });
+  }
 }
 
 export class Linear extends Module {
-  readonly weight: Tensor;
-  readonly bias: Tensor | null;
-
   constructor(b: Backend, options: LinearOptions) {
     super();
     const { inFeatures: fin, outFeatures: fout } = options;
     const rng = options.rng ?? new Rng(0);
     const bound = 1 / Math.sqrt(fin);
-    this.weight = this.addParam("weight", weight(b, rng.uniforms(fout * fin, -bound, bound), [fout, fin]));
-    this.bias = options.bias ?? true
-      ? this.addParam("bias", weight(b, rng.uniforms(fout, -bound, bound), [fout]))
-      : null;
+    const draw = (
+      n: number,
+    ) => (options.init === false ? new Float32Array(n) : rng.uniforms(n, -bound, bound));
+    this.addParam("weight", weight(b, draw(fout * fin), [fout, fin]));
+    if (options.bias ?? true) this.addParam("bias", weight(b, draw(fout), [fout]));
+  }
+
+  // Read through the parameter table, so replaceParam (a new head for another label set) takes effect.
+  get weight(): Tensor {
+    return this.param("weight")!;
+  }
+
+  get bias(): Tensor | null {
+    return this.param("bias");
   }
 
   forward(x: Tensor): Tensor {

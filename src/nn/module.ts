@@ -16,8 +16,11 @@ import { shapeString, type Tensor } from "../tensor.ts";
 /** Chooses parameters: `name` is the dotted state name, `owner` the module that holds the parameter. */
 export type ParamFilter = (name: string, p: Tensor, owner: Module) => boolean;
 
-/** Called after every `Module.call` with the module and its output (for tracing shapes and activation bytes). */
-export type ForwardHook = (module: Module, out: Tensor) => void;
+/**
+ * Called after every `Module.call` with the module, its output and its input (for tracing shapes, activation
+ * bytes and the op graph, src/nn/trace.ts).
+ */
+export type ForwardHook = (module: Module, out: Tensor, input: Tensor) => void;
 
 const forwardHooks = new Set<ForwardHook>();
 
@@ -50,7 +53,7 @@ export abstract class Module {
   call(x: Tensor): Tensor {
     const tag = this.tag;
     const out = tag === undefined ? this.forward(x) : withTag(tag, () => this.forward(x));
-    for (const h of forwardHooks) h(this, out);
+    for (const h of forwardHooks) h(this, out, x);
     return out;
   }
 
@@ -72,6 +75,25 @@ export abstract class Module {
     this.#checkName(name);
     this.#children.set(name, m);
     return m;
+  }
+
+  /** The parameter `name` of this module itself, or null. */
+  param(name: string): Tensor | null {
+    return this.#params.get(name) ?? null;
+  }
+
+  /**
+   * Put `t` in place of the parameter `name` (a new classifier for another label set): same name and owner,
+   * the old tensor disposed. Conv2d and Linear read their parameters through param(), so the swap takes
+   * effect at once.
+   */
+  replaceParam(name: string, t: Tensor): void {
+    const old = this.#params.get(name);
+    if (!old) throw new Error(`Module: no parameter "${name}" to replace`);
+    t.name ??= old.name;
+    this.#params.set(name, t);
+    old.grad?.dispose();
+    old.dispose();
   }
 
   protected addOwned(t: Tensor): Tensor {

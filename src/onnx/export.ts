@@ -18,6 +18,8 @@ export interface EncodeOptions {
   initializers?: Record<string, Float32Array | OnnxTensor>;
   /** Replaces ModelProto.producer_name, e.g. "edgetrain". */
   producerName?: string;
+  /** A new class count: the last dim of the first graph output becomes it (a replaced classifier). */
+  classes?: number;
 }
 
 /** A shallow copy of a protobufjs message that keeps its prototype (field defaults, encode support). */
@@ -104,12 +106,32 @@ export function encodeModel(model: OnnxModel, options: EncodeOptions = {}): Uint
     return t;
   }).concat(added);
   graph.node = model.proto.graph!.node.filter((n) => !dropped.has(n));
+  if (options.classes !== undefined) graph.output = withClasses(graph.output, options.classes);
   return encodeModelProto(proto);
+}
+
+/** The graph outputs with the first one's last dim set to `classes` (when it was a number). */
+function withClasses(outputs: GraphProto["output"], classes: number): GraphProto["output"] {
+  return outputs.map((o, i) => {
+    const dims = o.type?.tensorType?.shape?.dim;
+    if (i > 0 || !dims?.length || dims.at(-1)!.dimParam) return o;
+    const out = cloneMessage(o);
+    const type = cloneMessage(o.type!);
+    const tt = cloneMessage(o.type!.tensorType!);
+    const shape = cloneMessage(tt.shape!);
+    shape.dim = [...dims.slice(0, -1), { ...dims.at(-1)!, dimValue: classes }];
+    tt.shape = shape;
+    type.tensorType = tt;
+    out.type = type;
+    return out;
+  });
 }
 
 /** What exportModule needs from an imported model (src/onnx/import.ts's OnnxModule). */
 export interface InitializerSource {
   initializerValues(): Promise<Record<string, Float32Array>>;
+  /** Current dims by initializer name, when some may differ from the file's (a replaced classifier). */
+  initializerDims?(): Record<string, number[]>;
 }
 
 /** The initializer a name refers to, directly or through Identity nodes. */
@@ -133,14 +155,24 @@ function originalValue(model: OnnxModel, name: string): OnnxTensor | undefined {
 export async function exportModule(
   model: OnnxModel,
   module: InitializerSource,
-  options: { producerName?: string } = {},
+  options: { producerName?: string; classes?: number } = {},
 ): Promise<Uint8Array> {
-  const changed: Record<string, Float32Array> = {};
+  const changed: Record<string, Float32Array | OnnxTensor> = {};
+  const dims = module.initializerDims?.() ?? {};
   for (const [name, value] of Object.entries(await module.initializerValues())) {
     const original = originalValue(model, name);
+    const d = dims[name];
+    if (d && original && d.join() !== original.dims.join()) {
+      changed[name] = { name, dtype: "float32", dims: d, data: value };
+      continue;
+    }
     const same = original?.dtype === "float32" && original.data.length === value.length &&
       (original.data as Float32Array).every((v, i) => Object.is(v, value[i]));
     if (!same) changed[name] = value;
   }
-  return encodeModel(model, { initializers: changed, producerName: options.producerName });
+  return encodeModel(model, {
+    initializers: changed,
+    producerName: options.producerName,
+    classes: options.classes,
+  });
 }

@@ -1,8 +1,12 @@
 /**
- * ONNX graph -> trainable edgetrain Module. Every node becomes a step over src/ops/* (see import_ops.ts);
- * constants (initializers, Constant nodes, Identity/Dropout of either) are folded at import, so an op that
- * needs a constant (Conv weight, Clip bounds, Reshape shape) finds it there or the import fails naming the
- * node. Unsupported ops fail at import, never at the first forward.
+ * ONNX graph -> trainable edgetrain Module. Every node becomes a step over src/ops/* (see import_ops*.ts).
+ *
+ * Graph values are of three kinds. Constants (initializers, Constant nodes, Identity/Dropout of either, and
+ * shape arithmetic over them) are folded at import. Host values are the shape arithmetic that depends on a
+ * runtime tensor's shape (Shape -> Gather -> Unsqueeze -> Concat -> Reshape): small integer tensors
+ * computed on the host at each forward (host_ops.ts), so a batch-dependent reshape stays right at any batch.
+ * Tensors are everything else, on the device. An op that needs a constant (Conv weight, Clip bounds) finds
+ * it at import or the import fails naming the node; every op the importer cannot run is listed in one error.
  *
  * Torch's exporter dedupes equal initializers behind Identity nodes; each consuming layer gets its own copy
  * here (untied), since the original model had separate parameters that adaptation may move apart. The
@@ -10,117 +14,21 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { shapeString, Tensor } from "../tensor.ts";
-import { Module } from "../nn/module.ts";
+import type { Module } from "../nn/module.ts";
 import { BUILDERS, floats } from "./import_ops.ts";
 import type { BuildContext, Env, Getter, Step } from "./import_ops.ts";
-import type { Dim, OnnxModel, OnnxNode, OnnxTensor } from "./model.ts";
+import type { OnnxModel, OnnxNode, OnnxTensor } from "./model.ts";
+import { evalHost, HOST_OPS, hostOf, hostToTensor, type HostValue } from "./host_ops.ts";
+import { fuseLayerNorms, fuseLinears } from "./fuse.ts";
+import { planBatch } from "./batch.ts";
+import { type CompiledStep, Container, OnnxModule } from "./onnx_module.ts";
 
-/** A namespace node of the module tree ("features", "features.0"): holds layers, never runs. */
-class Container extends Module {
-  readonly #kids = new Map<string, Module>();
-
-  attach(name: string, m: Module): void {
-    this.addChild(name, m);
-    this.#kids.set(name, m);
-  }
-
-  has(name: string): Module | undefined {
-    return this.#kids.get(name);
-  }
-
-  forward(_x: Tensor): Tensor {
-    throw new Error("A module namespace of an imported ONNX graph does not run on its own");
-  }
-}
+export { type GraphNode, maxBatch, OnnxModule } from "./onnx_module.ts";
 
 interface Constant {
   tensor: OnnxTensor;
   /** The initializer name an export writes this value back to, or null for Constant-node values. */
   initializer: string | null;
-}
-
-interface CompiledStep {
-  node: OnnxNode;
-  run: Step;
-  output: string;
-  /** Runtime values whose last use is this step: disposed after it. */
-  dies: string[];
-}
-
-export class OnnxModule extends Container {
-  readonly inputName: string;
-  readonly inputShape: Dim[] | null;
-  /** The graph output forward() returns (canonical name, after Identity/Dropout aliases). */
-  outputName = "";
-  readonly #steps: CompiledStep[] = [];
-  /** Parameters and buffers loaded from initializers, with the initializer (or alias) name they came from. */
-  readonly #sources = new Map<Tensor, string>();
-
-  constructor(input: { name: string; shape: Dim[] | null }) {
-    super();
-    this.inputName = input.name;
-    this.inputShape = input.shape;
-  }
-
-  /** @internal Used by importOnnx once every node is built. */
-  _setup(output: string, steps: CompiledStep[], sources: Map<Tensor, string>, owned: Tensor[]): void {
-    this.outputName = output;
-    this.#steps.push(...steps);
-    for (const [t, n] of sources) this.#sources.set(t, n);
-    for (const t of owned) this.addOwned(t);
-  }
-
-  override forward(x: Tensor): Tensor {
-    const want = this.inputShape;
-    if (want && (x.rank !== want.length || want.some((d, i) => typeof d === "number" && d !== x.shape[i]))) {
-      throw new Error(
-        `ONNX model input ${shapeString(x.shape)} does not fit "${this.inputName}" [${
-          want.map((d) => d ?? "?").join(", ")
-        }]`,
-      );
-    }
-    const env: Env = new Map([[this.inputName, x]]);
-    try {
-      for (const step of this.#steps) {
-        let out: Tensor;
-        try {
-          out = step.run(env);
-        } catch (e) {
-          throw new Error(`${step.node.opType} node "${step.node.name}": ${(e as Error).message}`);
-        }
-        env.set(step.output, out);
-        for (const name of step.dies) {
-          env.get(name)!.dispose();
-          env.delete(name);
-        }
-      }
-    } catch (e) {
-      for (const [name, t] of env) if (name !== this.inputName) t.dispose();
-      throw e;
-    }
-    return env.get(this.outputName)!;
-  }
-
-  /** Current values of every loaded parameter/buffer, by the ONNX initializer name it came from. */
-  async initializerValues(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    const from: Record<string, Tensor> = {};
-    for (const [t, name] of this.#sources) {
-      const d = await t.data();
-      const v = d instanceof Float32Array ? d : Float32Array.from(d);
-      const prev = out[name];
-      if (prev && prev.some((p, i) => p !== v[i])) {
-        throw new Error(
-          `Cannot export: initializer "${name}" is shared by ${
-            from[name].name
-          } and ${t.name}, which now differ`,
-        );
-      }
-      out[name] = v;
-      from[name] = t;
-    }
-    return out;
-  }
 }
 
 function safeName(s: string): string {
@@ -163,9 +71,15 @@ function constantValue(node: OnnxNode, fail: (why: string) => Error): OnnxTensor
   throw fail(`has no value attribute edgetrain reads (${Object.keys(a).join(", ") || "none"})`);
 }
 
+/** Shape arithmetic folds/runs on the host when every constant input is integral or tiny (a scale). */
+const HOST_FLOAT_LIMIT = 16;
+
+/** Ops handled by the importer itself rather than a builder. */
+const KNOWN = new Set(["Constant", "Identity", "Dropout"]);
+
 /**
- * Build an OnnxModule on `backend` from a decoded model. Throws one line naming the op and node for
- * anything it cannot run exactly.
+ * Build an OnnxModule on `backend` from a decoded model. Throws one error listing every node it cannot run
+ * (op and node name), so one export-and-retry round shows everything that is missing.
  */
 export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
   const g = model.graph;
@@ -177,20 +91,32 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
   if (g.outputs.length < 1) throw new Error("importOnnx(): the graph has no outputs");
   const consts = new Map<string, Constant>();
   for (const [name, t] of g.initializers) consts.set(name, { tensor: t, initializer: name });
-  const canonical = new Map<string, string>([[g.inputs[0].name, g.inputs[0].name]]);
-  const consumed = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+  const inputName = g.inputs[0].name;
+  const canonical = new Map<string, string>([[inputName, inputName]]);
+  const hosts = new Set<string>();
+  const graphView = {
+    constant: (n: string) => consts.get(n)?.tensor ?? constantNode(g.nodes, n),
+    outputs: new Set(g.outputs.map((o) => o.name)),
+  };
+  const nodes = fuseLinears({ ...graphView, nodes: fuseLayerNorms({ ...graphView, nodes: g.nodes }) });
+  const consumed = new Set([...nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
 
-  const root = new OnnxModule(g.inputs[0]);
+  const materialize = new Set<string>();
+  const root = new OnnxModule(g.inputs[0], materialize);
   const sources = new Map<Tensor, string>();
   const owned = new Map<string, Tensor>();
   const steps: CompiledStep[] = [];
   const lastUse = new Map<string, number>();
   const usedPaths = new Set<string>();
+  const problems: string[] = [];
+  const poisoned = new Set<string>();
+  /** Batch templates for constant shape inputs of a fixed-batch export, by "nodeIndex:inputIndex". */
+  const templates = new Map<string, (batch: number) => number[]>();
 
   /** Attach `layer` at a dotted path ("features.0.1") if every namespace on the way is free or a Container. */
   const tryPath = (layer: Module, path: string): boolean => {
     const segs = path.split(".");
-    if (!path || usedPaths.has(path) || !segs.every((s) => /^[A-Za-z0-9_]+$/.test(s))) return false;
+    if (!path || usedPaths.has(path) || !segs.every((s) => /^[A-Za-z0-9_-]+$/.test(s))) return false;
     let parent: Container = root;
     for (const s of segs.slice(0, -1)) {
       const child = parent.has(s);
@@ -220,46 +146,132 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
   try {
     compile();
   } catch (e) {
-    // Layers built before the failing node hold backend memory: give it back.
+    // Layers built before the failure hold backend memory: give it back.
     root.dispose();
     for (const t of owned.values()) t.dispose();
     throw e;
   }
   return root;
 
+  function kindOf(name: string): "const" | "host" | "tensor" | "missing" {
+    if (consts.has(name)) return "const";
+    const c = canonical.get(name);
+    if (c === undefined) return "missing";
+    return hosts.has(c) ? "host" : "tensor";
+  }
+
+  function hostInput(name: string, index: number, shapeOnly: boolean): (env: Env) => HostValue | null {
+    if (!name) return () => null;
+    const c = consts.get(name);
+    if (c) {
+      const v = hostOf(c.tensor);
+      return () => v;
+    }
+    const canon = canonical.get(name)!;
+    lastUse.set(canon, index);
+    if (hosts.has(canon)) return (env) => env.host.get(canon)!;
+    if (!shapeOnly) throw new Error(`host input "${name}" is a runtime tensor`);
+    // Shape/Size read only the runtime tensor's shape.
+    return (env) => ({ dims: [...env.tensors.get(canon)!.shape], data: [], int: false });
+  }
+
+  /** Canonical names of a node's runtime inputs (device tensors and host values; constants left out). */
+  function runtimeInputs(node: OnnxNode): string[] {
+    return node.inputs.filter((n) => n && !consts.has(n)).map((n) => canonical.get(n) ?? n);
+  }
+
   function compile(): void {
-    for (const [index, node] of g.nodes.entries()) {
+    for (const [index, node] of nodes.entries()) {
       const what = `${node.opType} node "${node.name}"`;
-      const fail = (why: string) => new Error(`importOnnx(): ${what}: ${why}`);
+      const fail = (why: string) => new Error(`${what}: ${why}`);
+      const unsupported = (why: string) => {
+        problems.push(why);
+        for (const o of node.outputs) poisoned.add(o);
+      };
+      // Unknown ops are listed even after an earlier failure, so one error names every missing op.
       if (node.domain !== "") {
-        throw new Error(
-          `importOnnx(): unsupported ONNX op "${node.domain}.${node.opType}" in node "${node.name}"`,
-        );
-      }
-      const src = node.inputs[0];
-      if (node.opType === "Constant") {
-        consts.set(node.outputs[0], { tensor: constantValue(node, fail), initializer: null });
+        unsupported(`unsupported op "${node.domain}.${node.opType}" in node "${node.name}"`);
         continue;
       }
+      if (!KNOWN.has(node.opType) && !BUILDERS[node.opType] && !HOST_OPS.has(node.opType)) {
+        unsupported(`unsupported ONNX op "${node.opType}" in node "${node.name}"`);
+        continue;
+      }
+      if (node.inputs.some((i) => i && poisoned.has(i))) {
+        for (const o of node.outputs) poisoned.add(o);
+        continue;
+      }
+      const missing = node.inputs.find((i) => i && kindOf(i) === "missing");
+      if (node.opType === "Constant") {
+        try {
+          consts.set(node.outputs[0], { tensor: constantValue(node, fail), initializer: null });
+        } catch (e) {
+          unsupported((e as Error).message);
+        }
+        continue;
+      }
+      if (missing !== undefined) {
+        unsupported(`${what}: input "${missing}" is not produced by any earlier node`);
+        continue;
+      }
+      const src = node.inputs[0];
       if (node.opType === "Identity" || node.opType === "Dropout") {
         // Dropout runs as inference (identity); its optional mask output is not produced.
         if (node.outputs.slice(1).some((o) => o && consumed.has(o))) {
-          throw fail("the mask output is not supported");
+          unsupported(`${what}: the Dropout mask output is not supported`);
+          continue;
         }
         const c = consts.get(src);
         if (c) {
           consts.set(node.outputs[0], { tensor: c.tensor, initializer: c.initializer && node.outputs[0] });
-        } else if (canonical.has(src)) canonical.set(node.outputs[0], canonical.get(src)!);
-        else throw fail(`input "${src}" is not produced by any earlier node`);
+        } else canonical.set(node.outputs[0], canonical.get(src)!);
+        continue;
+      }
+      const kinds = node.inputs.map((i) => (i ? kindOf(i) : "absent"));
+      const shapeOp = node.opType === "Shape" || node.opType === "Size";
+      const hostable = HOST_OPS.has(node.opType) &&
+        kinds.every((k, i) =>
+          k === "absent" || k === "host" || (k === "tensor" && shapeOp && i === 0) ||
+          (k === "const" &&
+            (consts.get(node.inputs[i])!.tensor.dtype !== "float32" &&
+                consts.get(node.inputs[i])!.tensor.dtype !== "float64" ||
+              consts.get(node.inputs[i])!.tensor.data.length <= HOST_FLOAT_LIMIT))
+        );
+      if (hostable) {
+        const getters = node.inputs.map((n, i) => hostInput(n, index, shapeOp && i === 0));
+        const run = (env: Env) => evalHost(node, getters.map((f) => f(env)), model.opset);
+        if (kinds.every((k) => k === "const" || k === "absent")) {
+          // Every input is known now: fold.
+          try {
+            const empty: Env = { tensors: new Map(), host: new Map(), batch: 1 };
+            consts.set(node.outputs[0], {
+              tensor: hostToTensor(run(empty), node.outputs[0]),
+              initializer: null,
+            });
+          } catch (e) {
+            unsupported(`${what}: ${(e as Error).message}`);
+          }
+          continue;
+        }
+        steps.push({
+          node,
+          kind: "host",
+          run,
+          inputs: runtimeInputs(node),
+          outputs: [node.outputs[0]],
+          layer: null,
+          dies: [],
+        });
+        canonical.set(node.outputs[0], node.outputs[0]);
+        hosts.add(node.outputs[0]);
         continue;
       }
       const build = BUILDERS[node.opType];
       if (!build) {
-        throw new Error(`importOnnx(): unsupported ONNX op "${node.opType}" in node "${node.name}"`);
+        unsupported(`unsupported ONNX op "${node.opType}" in node "${node.name}"`);
+        continue;
       }
-      if (node.outputs.slice(1).some((o) => o && consumed.has(o))) {
-        throw fail(`only the first output is supported, but "${node.outputs.slice(1).join('", "')}" is used`);
-      }
+      let layer: Module | null = null;
       const ctx: BuildContext = {
         backend,
         node,
@@ -279,10 +291,30 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
           }
           const canon = name ? canonical.get(name) : undefined;
           if (canon === undefined) throw fail(`input ${i} "${name}" is not produced by any earlier node`);
+          if (hosts.has(canon)) materialize.add(canon);
           lastUse.set(canon, index);
-          return (env) => env.get(canon)!;
+          return (env) => env.tensors.get(canon)!;
         },
-        attach: (layer, weightName) => place(layer, weightName, node),
+        ints: (i, whatInput) => {
+          const name = node.inputs[i];
+          if (!name) return null;
+          const key = `${index}:${i}`;
+          const c = consts.get(name);
+          if (c) {
+            const fixed = Array.from(c.tensor.data as ArrayLike<number | bigint>, Number);
+            return (env) => templates.get(key)?.(env.batch) ?? fixed;
+          }
+          const canon = canonical.get(name)!;
+          if (!hosts.has(canon)) {
+            throw fail(`${whatInput} must be a constant or computed from shapes, but it is a runtime tensor`);
+          }
+          lastUse.set(canon, index);
+          return (env) => env.host.get(canon)!.data;
+        },
+        attach: (l, weightName) => {
+          layer = l;
+          place(l, weightName, node);
+        },
         load: (t, i) => {
           const c = consts.get(node.inputs[i])!;
           const data = floats(c.tensor);
@@ -297,28 +329,70 @@ export function importOnnx(backend: Backend, model: OnnxModel): OnnxModule {
         },
         fail,
       };
-      steps.push({ node, run: build(ctx), output: node.outputs[0], dies: [] });
-      canonical.set(node.outputs[0], node.outputs[0]);
+      let run: Step;
+      try {
+        run = build(ctx);
+      } catch (e) {
+        unsupported(
+          (e as Error).message.startsWith(what) ? (e as Error).message : `${what}: ${(e as Error).message}`,
+        );
+        continue;
+      }
+      const outputs = node.outputs.map((o) => (o && consumed.has(o) ? o : ""));
+      steps.push({ node, kind: "tensor", run, inputs: runtimeInputs(node), outputs, layer, dies: [] });
+      for (const o of outputs) if (o) canonical.set(o, o);
+      root.graph.push({
+        op: node.opType,
+        name: node.name,
+        inputs: node.inputs.filter((n) => n && kindOf(n) === "tensor").map((n) => canonical.get(n)!),
+        outputs: outputs.filter(Boolean),
+        layer,
+        node,
+      });
+    }
+    if (problems.length === 1) throw new Error(`importOnnx(): ${problems[0]}`);
+    if (problems.length) {
+      // One line (the CLI's error contract), every problem in it.
+      throw new Error(`importOnnx(): ${problems.length} nodes cannot run: ${problems.join("; ")}`);
     }
 
     const output = g.outputs[0].name;
     const outCanon = canonical.get(output);
-    if (outCanon === undefined) {
+    if (outCanon === undefined || hosts.has(outCanon)) {
       throw new Error(`importOnnx(): graph output "${output}" is not computed from the input`);
     }
     const byStep = new Map<number, string[]>();
     for (const [name, i] of lastUse) {
-      if (name === outCanon || name === g.inputs[0].name) continue;
+      if (name === outCanon || name === inputName) continue;
       byStep.set(i, [...byStep.get(i) ?? [], name]);
     }
-    const stepIndex = new Map(g.nodes.map((n, i) => [n, i]));
+    const stepIndex = new Map(nodes.map((n, i) => [n, i]));
     for (const s of steps) {
       s.dies = byStep.get(stepIndex.get(s.node)!) ?? [];
       // A value nothing reads (a dead branch) is freed as soon as it is made.
-      if (!lastUse.has(s.output) && s.output !== outCanon) s.dies.push(s.output);
+      for (const o of s.outputs) if (o && !lastUse.has(o) && o !== outCanon) s.dies.push(o);
     }
     root._setup(outCanon, steps, sources, [...owned.values()]);
+    root.batchPlan = planBatch({
+      input: g.inputs[0],
+      steps: steps.map((s) => ({ node: s.node, index: stepIndex.get(s.node)!, kind: s.kind })),
+      constant: (n) => consts.get(n)?.tensor ?? null,
+      canonical: (n) => canonical.get(n) ?? n,
+      opset: model.opset,
+      templates,
+    });
     root.setTrainable(() => false);
     root.eval();
+  }
+}
+
+/** The value of a Constant node named `name` (for the fusion pass, which runs before constants are read). */
+function constantNode(nodes: OnnxNode[], name: string): OnnxTensor | null {
+  const n = nodes.find((x) => x.opType === "Constant" && x.outputs[0] === name);
+  if (!n) return null;
+  try {
+    return constantValue(n, (why) => new Error(why));
+  } catch {
+    return null;
   }
 }

@@ -1,33 +1,54 @@
 /**
  * One builder per supported ONNX op: it reads the node's attributes and constant inputs once, at import, and
  * returns the step that runs the op on src/ops/* at forward time. Ops with weights become nn layers (Conv2d,
- * BatchNorm2d, Linear) so that parameter filters such as `bnAffine` see them as layers of their kind.
+ * BatchNorm2d, LayerNorm, Linear) so that parameter filters such as `bnAffine` and the structure analysis
+ * see them as layers of their kind. This file holds the compute ops; import_ops_layout.ts the data movement.
  */
 import type { Backend } from "../backend/backend.ts";
 import { Tensor } from "../tensor.ts";
-import { BatchNorm2d, Conv2d, Linear } from "../nn/layers.ts";
+import { BatchNorm2d, Conv2d, LayerNorm, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import { clip, hardsigmoid, hardswish, relu, relu6, sigmoid } from "../ops/activation.ts";
-import { add, addScalar, div, mul, scale, sub } from "../ops/elementwise.ts";
+import { clip, erf, hardsigmoid, hardswish, relu, relu6, sigmoid, unaryMath } from "../ops/activation.ts";
+import { add, addScalar, div, equal, mul, pow, scale, sub } from "../ops/elementwise.ts";
+import { gelu } from "../ops/gelu.ts";
+import { layerNorm } from "../ops/layer_norm.ts";
 import { gemm, matmul } from "../ops/linear.ts";
-import { globalAvgPool, mean } from "../ops/reduce.ts";
+import { pad } from "../ops/layout.ts";
+import { avgPool2d, maxPool2d, type Pool2dOptions } from "../ops/pool.ts";
+import { globalAvgPool, mean, sum } from "../ops/reduce.ts";
+import { where } from "../ops/select.ts";
+import { logSoftmax, softmax } from "../ops/softmax.ts";
 import { flatten, reshape } from "../ops/shape.ts";
+import type { HostValue } from "./host_ops.ts";
 import type { OnnxNode, OnnxTensor } from "./model.ts";
+import { LAYOUT_BUILDERS } from "./import_ops_layout.ts";
 
-/** Values of the graph at forward time, by (canonical) name. */
-export type Env = Map<string, Tensor>;
+/** Values of the graph at forward time. */
+export interface Env {
+  /** Device tensors by canonical name. */
+  tensors: Map<string, Tensor>;
+  /** Shape arithmetic computed on the host this forward (host_ops.ts). */
+  host: Map<string, HostValue>;
+  /** The input's batch size, for the batch templates of fixed-batch exports (batch.ts). */
+  batch: number;
+}
 export type Getter = (env: Env) => Tensor;
-export type Step = (env: Env) => Tensor;
+export type Step = (env: Env) => Tensor | Tensor[];
 
 export interface BuildContext {
   backend: Backend;
   node: OnnxNode;
   /** Default-domain opset. */
   opset: number;
-  /** Input i's constant value (initializer, Constant output, or an Identity of one); null if computed or absent. */
+  /** Input i's constant value (initializer, Constant output, or folded shape arithmetic); null if not constant. */
   constant(i: number): OnnxTensor | null;
   /** Input i at forward time; a constant input becomes a tensor owned by the model. */
   operand(i: number): Getter;
+  /**
+   * Input i as numbers at forward time (a shape, axes, slice bounds): a constant, or shape arithmetic done
+   * on the host. null when the optional input is absent. Throws when it is a runtime tensor.
+   */
+  ints(i: number, what: string): ((env: Env) => number[]) | null;
   /** Place a layer in the model's module tree; `weightName` (its ONNX weight) suggests a PyTorch-like path. */
   attach(layer: Module, weightName: string): void;
   /** Load a constant input into a parameter or buffer, remembering which initializer it came from (export). */
@@ -55,7 +76,7 @@ export function floats(t: OnnxTensor): Float32Array {
   return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data as ArrayLike<number>, Number);
 }
 
-function ints(t: OnnxTensor): number[] {
+export function ints(t: OnnxTensor): number[] {
   return Array.from(t.data as ArrayLike<number | bigint>, Number);
 }
 
@@ -77,31 +98,31 @@ function weightOf(ctx: BuildContext, i: number, what: string): OnnxTensor {
   return t;
 }
 
-function attrInts(ctx: BuildContext, name: string): number[] {
+export function attrInts(ctx: BuildContext, name: string): number[] {
   return ctx.node.attrs[name] as number[];
 }
 
-/** Symmetric [padH, padW] from ONNX pads [top, left, bottom, right] or auto_pad. */
-function convPadding(
+/** ONNX pads [top, left, bottom, right] of a conv or pool, resolving auto_pad (SAME_* needs the input size). */
+function spatialPads(
   ctx: BuildContext,
   kernel: number[],
   strides: number[],
   dilations: number[],
-): [number, number] {
+): [number, number, number, number] {
   const autoPad = ctx.node.attrs.auto_pad as string;
-  if (autoPad === "VALID") return [0, 0];
+  if (autoPad === "VALID") return [0, 0, 0, 0];
   if (autoPad === "SAME_UPPER" || autoPad === "SAME_LOWER") {
     const total = kernel.map((k, i) => dilations[i] * (k - 1));
-    if (strides.some((s) => s !== 1) || total.some((t) => t % 2 !== 0)) {
-      throw ctx.fail(`auto_pad ${autoPad} with strides [${strides}] and kernel [${kernel}] pads unevenly`);
+    if (strides.some((s) => s !== 1)) {
+      throw ctx.fail(
+        `auto_pad ${autoPad} with strides [${strides}] is not supported (re-export with explicit pads)`,
+      );
     }
-    return [total[0] / 2, total[1] / 2];
+    const lo = total.map((t) => (autoPad === "SAME_UPPER" ? Math.floor(t / 2) : Math.ceil(t / 2)));
+    return [lo[0], lo[1], total[0] - lo[0], total[1] - lo[1]];
   }
-  const [top, left, bottom, right] = attrInts(ctx, "pads");
-  if (top !== bottom || left !== right) {
-    throw ctx.fail(`asymmetric pads [${top}, ${left}, ${bottom}, ${right}] are not supported`);
-  }
-  return [top, left];
+  const p = attrInts(ctx, "pads");
+  return [p[0], p[1], p[2], p[3]];
 }
 
 function conv(ctx: BuildContext): Step {
@@ -113,21 +134,33 @@ function conv(ctx: BuildContext): Step {
   if (hasBias) weightOf(ctx, 2, "bias");
   const kernel = w.dims.slice(2), strides = attrInts(ctx, "strides"), dilations = attrInts(ctx, "dilations");
   const groups = ctx.node.attrs.group as number;
+  const [top, left, bottom, right] = spatialPads(ctx, kernel, strides, dilations);
+  // Symmetric padding is the conv kernel's; the rest is a Pad in front of it.
+  const [ph, pw] = [Math.min(top, bottom), Math.min(left, right)];
+  const extra = [top - ph, left - pw, bottom - ph, right - pw];
   const layer = new Conv2d(ctx.backend, {
     inChannels: w.dims[1] * groups,
     outChannels: w.dims[0],
     kernelSize: [kernel[0], kernel[1]],
     stride: [strides[0], strides[1]],
-    padding: convPadding(ctx, kernel, strides, dilations),
+    padding: [ph, pw],
     dilation: [dilations[0], dilations[1]],
     groups,
     bias: hasBias,
+    init: false, // loaded from the initializer below
   });
   ctx.attach(layer, ctx.node.inputs[1]);
   ctx.load(layer.weight, 1);
   if (layer.bias) ctx.load(layer.bias, 2);
   const x = ctx.operand(0);
-  return (env) => layer.call(x(env));
+  if (extra.every((e) => e === 0)) return (env) => layer.call(x(env));
+  const pads = [0, 0, extra[0], extra[1], 0, 0, extra[2], extra[3]];
+  return (env) => {
+    const p = pad(x(env), pads, 0);
+    const y = layer.call(p);
+    p.dispose();
+    return y;
+  };
 }
 
 function batchNorm(ctx: BuildContext): Step {
@@ -146,6 +179,31 @@ function batchNorm(ctx: BuildContext): Step {
   ctx.load(layer.runningMean, 3);
   ctx.load(layer.runningVar, 4);
   const x = ctx.operand(0);
+  return (env) => layer.call(x(env));
+}
+
+function layerNormOp(ctx: BuildContext): Step {
+  const a = ctx.node.attrs;
+  if (a.stash_type !== undefined && a.stash_type !== 1) {
+    throw ctx.fail(`stash_type ${a.stash_type} is not supported`);
+  }
+  const g = ctx.node.inputs[1] ? weightOf(ctx, 1, "scale") : null;
+  const b = ctx.node.inputs[2] ? weightOf(ctx, 2, "bias") : null;
+  const axis = (a.axis as number | undefined) ?? -1;
+  if (g && axis >= 0) {
+    throw ctx.fail(`axis ${axis} counted from the front is not supported (use a negative axis)`);
+  }
+  const shape = g ? g.dims : null;
+  if (shape && shape.length !== -axis) {
+    throw ctx.fail(`scale [${shape}] does not cover the ${-axis} normalised axes`);
+  }
+  const x = ctx.operand(0);
+  const eps = (a.epsilon as number | undefined) ?? 1e-5;
+  if (!shape) return (env) => layerNorm(x(env), null, null, { axis, eps });
+  const layer = new LayerNorm(ctx.backend, { shape, eps, bias: b !== null });
+  ctx.attach(layer, ctx.node.inputs[1]);
+  ctx.load(layer.weight!, 1);
+  if (layer.bias) ctx.load(layer.bias, 2);
   return (env) => layer.call(x(env));
 }
 
@@ -188,21 +246,26 @@ function binary(fn: (a: Tensor, b: Tensor) => Tensor): (ctx: BuildContext) => St
   };
 }
 
-function reduceMean(ctx: BuildContext): Step {
-  const a = ctx.node.attrs;
-  let axes: number[] = [];
-  if (a.axes !== undefined) axes = a.axes as number[];
-  else if (ctx.node.inputs[1]) {
-    const t = ctx.constant(1);
-    if (!t) throw ctx.fail("axes must be a constant");
-    axes = ints(t);
+function reduceAxesOf(ctx: BuildContext): ((env: Env) => number[]) | null {
+  if (ctx.node.attrs.axes !== undefined) {
+    const axes = ctx.node.attrs.axes as number[];
+    return () => axes;
   }
-  const keepDims = a.keepdims === 1;
-  const x = ctx.operand(0);
-  if (axes.length === 0 && a.noop_with_empty_axes === 1) return (env) => reshape(x(env), x(env).shape);
-  return (env) => {
-    const v = x(env);
-    return mean(v, axes.length ? axes : v.shape.map((_, i) => i), keepDims);
+  return ctx.ints(1, "axes");
+}
+
+function reduceOp(fn: typeof mean): (ctx: BuildContext) => Step {
+  return (ctx) => {
+    const a = ctx.node.attrs;
+    const axes = reduceAxesOf(ctx);
+    const keepDims = a.keepdims === 1;
+    const x = ctx.operand(0);
+    return (env) => {
+      const v = x(env);
+      const ax = axes?.(env) ?? [];
+      if (ax.length === 0 && a.noop_with_empty_axes === 1) return reshape(v, v.shape);
+      return fn(v, ax.length ? ax : v.shape.map((_, i) => i), keepDims);
+    };
   };
 }
 
@@ -221,6 +284,7 @@ function gemmOp(ctx: BuildContext): Step {
       inFeatures: w.dims[1],
       outFeatures: w.dims[0],
       bias: c !== null,
+      init: false,
     });
     ctx.attach(layer, ctx.node.inputs[1]);
     ctx.load(layer.weight, 1);
@@ -251,23 +315,45 @@ function matMulOp(ctx: BuildContext): Step {
   return (env) => matmul(a(env), t);
 }
 
+/** A MatMul (+ Add) of a constant weight, fused at import (fuse.ts): one trainable linear layer. */
+function fusedLinear(ctx: BuildContext): Step {
+  const w = weightOf(ctx, 1, "weight");
+  const hasBias = Boolean(ctx.node.inputs[2]);
+  if (hasBias) weightOf(ctx, 2, "bias");
+  const x = ctx.operand(0);
+  if (ctx.node.attrs.transB === 1) {
+    // torch's [out, in] layout: an nn Linear layer, as Gemm's linear form.
+    const layer = new Linear(ctx.backend, {
+      inFeatures: w.dims[1],
+      outFeatures: w.dims[0],
+      bias: hasBias,
+      init: false,
+    });
+    ctx.attach(layer, ctx.node.inputs[1]);
+    ctx.load(layer.weight, 1);
+    if (layer.bias) ctx.load(layer.bias, 2);
+    return (env) => layer.call(x(env));
+  }
+  const params: Record<string, Tensor> = {
+    weight: Tensor.empty(ctx.backend, w.dims, { category: "weights" }),
+  };
+  if (hasBias) params.bias = Tensor.empty(ctx.backend, [w.dims[1]], { category: "weights" });
+  ctx.attach(new ParamModule("MatMul", params), ctx.node.inputs[1]);
+  ctx.load(params.weight, 1);
+  if (params.bias) ctx.load(params.bias, 2);
+  return (env) => {
+    const y = matmul(x(env), params.weight);
+    if (!params.bias) return y;
+    const out = add(y, params.bias);
+    y.dispose();
+    return out;
+  };
+}
+
 function flattenOp(ctx: BuildContext): Step {
   const axis = ctx.node.attrs.axis as number;
   const x = ctx.operand(0);
   return (env) => flatten(x(env), axis);
-}
-
-function reshapeOp(ctx: BuildContext): Step {
-  const s = ctx.constant(1);
-  if (!s) throw ctx.fail("shape must be a constant");
-  const shape = ints(s);
-  const allowZero = ctx.node.attrs.allowzero === 1;
-  const x = ctx.operand(0);
-  return (env) => {
-    const v = x(env);
-    // ONNX: 0 copies the input's dim at that index (unless allowzero); -1 is inferred.
-    return reshape(v, shape.map((d, i) => (d === 0 && !allowZero ? v.shape[i] : d)));
-  };
 }
 
 function globalAvgPoolOp(ctx: BuildContext): Step {
@@ -275,22 +361,100 @@ function globalAvgPoolOp(ctx: BuildContext): Step {
   return (env) => globalAvgPool(x(env));
 }
 
+function poolOp(op: "max" | "avg"): (ctx: BuildContext) => Step {
+  return (ctx) => {
+    const a = ctx.node.attrs;
+    if (ctx.node.outputs[1]) throw ctx.fail("the Indices output of MaxPool is not supported");
+    const kernel = a.kernel_shape as number[];
+    if (!kernel || kernel.length !== 2) throw ctx.fail(`only 2-D pooling is supported, kernel [${kernel}]`);
+    const strides = attrInts(ctx, "strides"), dilations = attrInts(ctx, "dilations");
+    if (op === "avg" && dilations.some((d) => d !== 1)) {
+      throw ctx.fail("dilated average pooling is not supported");
+    }
+    if (a.storage_order === 1) throw ctx.fail("storage_order 1 (column-major indices) is not supported");
+    const o: Pool2dOptions = {
+      kernel: [kernel[0], kernel[1]],
+      stride: [strides[0], strides[1]],
+      pads: spatialPads(ctx, kernel, strides, dilations),
+      dilation: [dilations[0], dilations[1]],
+      ceilMode: a.ceil_mode === 1,
+      countIncludePad: a.count_include_pad === 1,
+    };
+    const x = ctx.operand(0);
+    return op === "max" ? (env) => maxPool2d(x(env), o) : (env) => avgPool2d(x(env), o);
+  };
+}
+
+function softmaxOp(log: boolean): (ctx: BuildContext) => Step {
+  return (ctx) => {
+    const axis = ctx.node.attrs.axis as number;
+    const x = ctx.operand(0);
+    const f = log ? logSoftmax : softmax;
+    if (ctx.opset >= 13) return (env) => f(x(env), axis);
+    // Before opset 13 the input is coerced to 2-D at `axis` and the softmax runs over the flattened tail.
+    return (env) => {
+      const v = x(env);
+      const flat = flatten(v, axis);
+      const y = f(flat, -1);
+      flat.dispose();
+      const out = reshape(y, v.shape);
+      y.dispose();
+      return out;
+    };
+  };
+}
+
+function geluOp(ctx: BuildContext): Step {
+  const approximate = (ctx.node.attrs.approximate as string | undefined) ?? "none";
+  if (approximate !== "none" && approximate !== "tanh") throw ctx.fail(`approximate "${approximate}"`);
+  const x = ctx.operand(0);
+  return (env) => gelu(x(env), approximate);
+}
+
+function reciprocal(x: Tensor): Tensor {
+  const one = Tensor.full(x.backend, [], 1);
+  const y = div(one, x);
+  one.dispose();
+  return y;
+}
+
 export const BUILDERS: Record<string, (ctx: BuildContext) => Step> = {
   Conv: conv,
   BatchNormalization: batchNorm,
+  LayerNormalization: layerNormOp,
   Relu: unary(relu),
   Sigmoid: unary(sigmoid),
   HardSwish: unary(hardswish),
   HardSigmoid: hardSigmoidOp,
   Clip: clipOp,
+  Erf: unary(erf),
+  Gelu: geluOp,
+  Sqrt: unary((x) => unaryMath(x, "sqrt")),
+  Exp: unary((x) => unaryMath(x, "exp")),
+  Log: unary((x) => unaryMath(x, "log")),
+  Neg: unary((x) => unaryMath(x, "neg")),
+  Abs: unary((x) => unaryMath(x, "abs")),
+  Reciprocal: unary(reciprocal),
   Add: binary(add),
   Sub: binary(sub),
   Mul: binary(mul),
   Div: binary(div),
+  Pow: binary(pow),
+  Equal: binary(equal),
+  Where: (ctx) => {
+    const c = ctx.operand(0), a = ctx.operand(1), b = ctx.operand(2);
+    return (env) => where(c(env), a(env), b(env));
+  },
   GlobalAveragePool: globalAvgPoolOp,
-  ReduceMean: reduceMean,
+  MaxPool: poolOp("max"),
+  AveragePool: poolOp("avg"),
+  ReduceMean: reduceOp(mean),
+  ReduceSum: reduceOp(sum),
+  Softmax: softmaxOp(false),
+  LogSoftmax: softmaxOp(true),
   Gemm: gemmOp,
   MatMul: matMulOp,
+  FusedLinear: fusedLinear,
   Flatten: flattenOp,
-  Reshape: reshapeOp,
+  ...LAYOUT_BUILDERS,
 };

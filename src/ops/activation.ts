@@ -130,3 +130,15 @@ export function hardsigmoid(x: Tensor): Tensor {
 export function sigmoid(x: Tensor): Tensor {
   return smooth(x, "sigmoid");
 }
+
+export function erf(x: Tensor): Tensor {
+  return smooth(x, "erf");
+}
+
+/** Elementwise math with its exact derivative from the saved input: sqrt, exp, log, neg, abs, ... */
+export function unaryMath(
+  x: Tensor,
+  op: "sqrt" | "rsqrt" | "exp" | "log" | "neg" | "abs" | "square",
+): Tensor {
+  return smooth(x, op);
+}

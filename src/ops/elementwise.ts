@@ -1,5 +1,5 @@
 /**
- * Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, scale, addScalar.
+ * Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, pow, equal, scale, addScalar.
  *
  * Forward is one `binary` kernel whose input strides are 0 along broadcast dims. Backward sums the upstream
  * gradient back over those dims with the `reduce` kernel. mul/div keep an operand only when the OTHER input's
@@ -213,3 +213,47 @@ export function addScalar(x: Tensor, s: number): Tensor {
   if (!needsGrad(x)) return out;
   return record("addScalar", out, [x], (dy) => [dy.view(x.shape)]);
 }
+
+/**
+ * a ** b, broadcasting (numpy's real power: kernels.ts BinaryOp pow). da = dy * b * a^(b-1);
+ * db = dy * a^b * ln(a), defined for a > 0 (NaN elsewhere, as in PyTorch).
+ */
+export function pow(a: Tensor, b: Tensor): Tensor {
+  const out = runBinary("pow", "pow", a, b);
+  const needA = needsGrad(a), needB = needsGrad(b);
+  if (!needA && !needB) return out;
+  const savedA = saveFloat(a, "pow", "other");
+  const savedB = saveFloat(b, "pow", "other");
+  return record("pow", out, [a, b], (dy) => {
+    const at = savedA.get(), bt = savedB.get();
+    let da: Tensor | null = null, db: Tensor | null = null;
+    if (needA) {
+      const one = Tensor.full(at.backend, [], 1);
+      const bm1 = runBinary("pow", "sub", bt, one);
+      const p = runBinary("pow", "pow", at, bm1);
+      const pb = runBinary("pow", "mul", p, bt);
+      const g = runBinary("pow", "mul", dy, pb);
+      da = sumToShape(g, a.shape);
+      for (const t of [one, bm1, p, pb, g]) t.dispose();
+    }
+    if (needB) {
+      const p = runBinary("pow", "pow", at, bt);
+      const ln = Tensor.empty(at.backend, at.shape);
+      at.backend.run("unary", { x: at.storage, out: ln.storage, attrs: { n: at.size, op: "log" } });
+      const pl = runBinary("pow", "mul", p, ln);
+      const g = runBinary("pow", "mul", dy, pl);
+      db = sumToShape(g, b.shape);
+      for (const t of [p, ln, pl, g]) t.dispose();
+    }
+    at.dispose();
+    bt.dispose();
+    return [da, db];
+  }, [savedA, savedB]);
+}
+
+/** 1 where a == b, else 0, broadcasting (ONNX Equal; no gradient). */
+export function equal(a: Tensor, b: Tensor): Tensor {
+  return runBinary("equal", "eq", a, b);
+}
+
+export { compact as compactStrides, stridesFor };

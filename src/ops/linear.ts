@@ -10,6 +10,9 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { shapeString, Tensor } from "../tensor.ts";
 import type { Storage } from "../backend/backend.ts";
 import { reduceAxes } from "./reduce.ts";
+import { broadcastShapes } from "./elementwise.ts";
+import { expand } from "./layout.ts";
+import { reshape } from "./shape.ts";
 
 /**
  * Keep an operand whose values a backward needs. A leaf (a parameter or a constant) is referenced: it costs
@@ -129,16 +132,50 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
 }
 
 /**
- * a [..., M, K] @ b [K, N] or b [..., K, N] with the same leading dims. A 2-D b is shared by every matrix
- * of a, which is then one [batch*M, K] product.
+ * a [..., M, K] @ b [..., K, N] with numpy broadcasting of the leading dims (batched attention products),
+ * and numpy's 1-D operands (a vector times a matrix). A
+ * 2-D b is shared by every matrix of a, which is then one [batch*M, K] product; otherwise an operand whose
+ * leading dims are broadcast is first expanded (a strided copy whose gradient sums back).
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   sameBackend("matmul", a, b);
+  if ((a.rank === 1 || b.rank === 1) && a.rank >= 1 && b.rank >= 1) {
+    // numpy: a vector is a 1-row (a) or 1-column (b) matrix whose added dim is dropped from the result.
+    const a2 = a.rank === 1 ? reshape(a, [1, a.shape[0]]) : a;
+    const b2 = b.rank === 1 ? reshape(b, [b.shape[0], 1]) : b;
+    const y = matmul(a2, b2);
+    for (const [t, o] of [[a2, a], [b2, b]]) if (t !== o) t.dispose();
+    const shape = [
+      ...y.shape.slice(0, -2),
+      ...(a.rank === 1 ? [] : [y.shape.at(-2)!]),
+      ...(b.rank === 1 ? [] : [y.shape.at(-1)!]),
+    ];
+    const out = reshape(y, shape);
+    y.dispose();
+    return out;
+  }
   if (a.rank < 2 || b.rank < 2) {
     throw new Error(
       `matmul(): inputs ${shapeString(a.shape)} and ${shapeString(b.shape)} must be at least 2-D`,
     );
   }
+  if (b.rank > 2 || a.rank === 2) {
+    const lead = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const fit = (t: Tensor) =>
+      t.shape.slice(0, -2).join() === lead.join() ? t : expand(t, [...lead, ...t.shape.slice(-2)]);
+    const [ea, eb] = [fit(a), b.rank === 2 && a.rank === 2 ? b : fit(b)];
+    if (ea !== a || eb !== b) {
+      const y = matmul2(ea, eb);
+      if (ea !== a) ea.dispose();
+      if (eb !== b) eb.dispose();
+      return y;
+    }
+  }
+  return matmul2(a, b);
+}
+
+/** a [..., M, K] @ b [K, N] or b [..., K, N] with a's leading dims. */
+function matmul2(a: Tensor, b: Tensor): Tensor {
   const [m, k] = a.shape.slice(-2), [k2, n] = b.shape.slice(-2);
   const lead = a.shape.slice(0, -2);
   const shared = b.rank === 2;

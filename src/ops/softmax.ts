@@ -1,5 +1,5 @@
 /**
- * softmax / logSoftmax over the last axis, one `softmax` kernel forward. Both keep only their output:
+ * softmax / logSoftmax over any axis (the last without a copy), one `softmax` kernel forward. Both keep only their output:
  * softmax: dx = y * (dy - sum(dy * y)); logSoftmax: dx = dy - exp(y) * sum(dy), sums over the row.
  * Backward is composed from primitive kernels (binary, reduce, unary) so every backend gets it for free.
  */
@@ -7,6 +7,8 @@ import { saveFloat } from "../memory/codecs.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { shapeString, Tensor } from "../tensor.ts";
 import type { BinaryOp } from "../backend/kernels.ts";
+import { transpose } from "./layout.ts";
+import { reshape } from "./shape.ts";
 
 function rowsCols(op: string, x: Tensor, axis: number): { rows: number; cols: number } {
   if (x.rank === 0) throw new Error(`${op}(): input must have at least one axis, got a scalar`);
@@ -73,12 +75,39 @@ function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor 
   }, [saved]);
 }
 
-/** Softmax over the last axis (max-subtracted). */
-export function softmax(x: Tensor, axis = -1): Tensor {
-  return forward("softmax", x, axis);
+/**
+ * The op over any axis: the kernel works on rows of the last axis, so another axis is swapped to the end
+ * and back (two strided copies; dims after it that are all 1 need no copy).
+ */
+function anyAxis(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor {
+  const a = axis < 0 ? axis + x.rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= x.rank) {
+    throw new Error(`${op}(): axis ${axis} is out of range for input ${shapeString(x.shape)}`);
+  }
+  if (x.shape.slice(a + 1).every((d) => d === 1)) {
+    const v = reshape(x, x.shape.slice(0, a + 1));
+    const y = forward(op, v, -1);
+    v.dispose();
+    const out = reshape(y, x.shape);
+    y.dispose();
+    return out;
+  }
+  const perm = x.shape.map((_, i) => i);
+  [perm[a], perm[x.rank - 1]] = [perm[x.rank - 1], perm[a]];
+  const t = transpose(x, perm);
+  const y = forward(op, t, -1);
+  t.dispose();
+  const out = transpose(y, perm);
+  y.dispose();
+  return out;
 }
 
-/** log(softmax(x)) over the last axis, computed as x - max - log(sum(exp(x - max))). */
+/** Softmax over `axis` (default the last; max-subtracted). */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return anyAxis("softmax", x, axis);
+}
+
+/** log(softmax(x)) over `axis`, computed as x - max - log(sum(exp(x - max))). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  return forward("logSoftmax", x, axis);
+  return anyAxis("logSoftmax", x, axis);
 }

@@ -10,7 +10,7 @@ import { withStore } from "../../src/memory/policy.ts";
 import { hardswish } from "../../src/ops/activation.ts";
 import { backward } from "../../src/autograd/tape.ts";
 import type { KernelArgs, KernelName } from "../../src/backend/kernels.ts";
-import type { DispatchOptions, GpuContext } from "../../src/backend/webgpu/context.ts";
+import type { GpuContext } from "../../src/backend/webgpu/context.ts";
 import { quantKernels } from "../../src/backend/webgpu/kernel_quant.ts";
 
 const f16round = (Math as unknown as { f16round: (v: number) => number }).f16round;
@@ -140,7 +140,7 @@ function tinyBindings(b: Backend): <K extends KernelName>(kernel: K, args: Kerne
   const ctx: GpuContext = {
     device: real.device,
     limits,
-    dispatch: (o: DispatchOptions) => {
+    dispatch: (o) => {
       for (const g of o.bindings) ok(g.length * 4 <= 4096, `${o.entry}: a binding of ${g.length} elements`);
       real.dispatch(o);
     },

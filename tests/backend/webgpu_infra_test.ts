@@ -122,17 +122,17 @@ gpuTest("dispatch() runs grids over 65535 workgroups split into 2-D", async (b) 
   const { grid2d } = await import("../../src/backend/webgpu/kernel_chunks.ts");
   const [gx, gy] = grid2d(b, count);
   deepEqual([gx, gy], [65535, 2]);
-  b.dispatch({
+  b.dispatchRaw({
     shader: "test_grid",
     entry: "main",
     bindings: [out],
-    uniforms: { u: [count, gx] },
+    uniforms: { count, gx },
     workgroups: [gx, gy],
   });
   const r = await b.read(out);
   ok(r.every((v, i) => v === i + 1), "every workgroup ran exactly once");
   throws(
-    () => b.dispatch({ shader: "test_grid", entry: "main", bindings: [out], workgroups: [70000] }),
+    () => b.dispatchRaw({ shader: "test_grid", entry: "main", bindings: [out], workgroups: [70000] }),
     BackendError,
   );
   b.release(out);
@@ -151,7 +151,7 @@ Deno.test({
        @compute @workgroup_size(1) fn main() { out[0] = no_such_function(1.0); }`,
     );
     const out = b.alloc(4, { category: "workspace" });
-    b.dispatch({ shader: "broken", entry: "main", bindings: [out], workgroups: [1] });
+    b.dispatchRaw({ shader: "broken", entry: "main", bindings: [out], workgroups: [1] });
     await rejects(b.sync(), (e: Error) => {
       ok(e instanceof BackendError, e.message);
       ok(e.message.includes("no_such_function") && e.message.includes("kernels/broken.wgsl"), e.message);
@@ -284,7 +284,13 @@ gpuTest("dispatch() caches pipelines by shader, entry and override constants", a
   );
   const out = b.alloc(1, { category: "workspace", dtype: "u32" });
   const run = (C: number) =>
-    b.dispatch({ shader: "test_cache", entry: "main", constants: { C }, bindings: [out], workgroups: [1] });
+    b.dispatchRaw({
+      shader: "test_cache",
+      entry: "main",
+      constants: { C },
+      bindings: [out],
+      workgroups: [1],
+    });
   const before = b.memoryStats().pipelines;
   run(1);
   run(1);

@@ -31,6 +31,7 @@ const UNARY: UnaryOp[] = [
   "square",
   "abs",
   "sign",
+  "erf",
 ];
 
 gpuTest("unary() and unary_grad() on WebGPU match the CPU for every op", async (b) => {
@@ -113,14 +114,22 @@ gpuTest("binary() on WebGPU matches the CPU for every op and broadcast pattern",
     { shape: [2, 3, 2, 2, 3, 2], a: [72, 24, 12, 6, 2, 1], b: [0, 2, 0, 1, 0, 0], na: 144, nb: 6 }, // rank 6
     { shape: [5, 1, 9], a: [9, 9, 1], b: [0, 0, 0], na: 45, nb: 1 }, // scalar
   ];
-  for (const op of ["add", "sub", "mul", "div", "max", "min"] as const) {
+  for (const op of ["add", "sub", "mul", "div", "max", "min", "pow", "eq"] as const) {
     for (const c of cases) {
       const n = c.shape.reduce((p, d) => p * d, 1);
       const bData = op === "div" ? uniforms(c.nb, 0.5, 2) : uniforms(c.nb);
+      // pow: integer exponents (negative bases stay real), the exact special cases and general ones; eq:
+      // some equal pairs.
+      if (op === "pow") bData.forEach((_, i) => (bData[i] = [2, 3, 0.5, 1, -1, 1.7][i % 6]));
+      if (op === "eq") bData.forEach((_, i) => (bData[i] = i % 3 === 0 ? 0.5 : bData[i]));
       await agree(
         b,
         "binary",
-        { a: { data: uniforms(c.na) }, b: { data: bData }, out: { length: n } },
+        {
+          a: { data: op === "eq" ? uniforms(c.na).map((v, i) => (i % 2 ? 0.5 : v)) : uniforms(c.na) },
+          b: { data: bData },
+          out: { length: n },
+        },
         { op, shape: c.shape, aStrides: c.a, bStrides: c.b },
         ELEMENTWISE,
         ` ${op} [${c.shape}]`,

@@ -7,7 +7,7 @@ import { ok } from "node:assert/strict";
 import type { Backend, Storage } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import type { Conv2dAttrs, KernelArgs, KernelName } from "../../src/backend/kernels.ts";
-import type { DispatchOptions, GpuContext } from "../../src/backend/webgpu/context.ts";
+import type { GpuContext } from "../../src/backend/webgpu/context.ts";
 import { matmulKernels } from "../../src/backend/webgpu/kernel_matmul.ts";
 import { convKernels } from "../../src/backend/webgpu/kernel_conv.ts";
 import { Rng } from "../../src/random.ts";
@@ -149,7 +149,7 @@ function tinyLimits(b: Backend): { ctx: GpuContext; done: () => void } {
   const ctx: GpuContext = {
     device: real.device,
     limits,
-    dispatch: (o: DispatchOptions) => {
+    dispatch: (o) => {
       // The kernels must respect the limits they were given, or the splitting goes untested.
       for (const g of o.bindings) {
         const length = g.length;

@@ -81,15 +81,19 @@ Deno.test("edgetrain predict ends bad input with one clear line on stderr and a 
     /3 labels.*500|500.*3/,
   ]);
   cases.push(["NaN flag", [...model, ...stream("clean"), "--std", "0"], /std/]);
-  // A real export with one node changed to an op edgetrain does not implement.
+  // A real export with two nodes changed to ops edgetrain does not implement: one error names both.
   const proto = decodeModelProto(await Deno.readFile(`${TORCH}_eval.onnx`));
-  const relu = proto.graph!.node.find((n) => n.opType === "Relu")!;
-  relu.opType = "Erf";
-  await Deno.writeFile(`${dir}/erf.onnx`, encodeModelProto(proto));
+  const [r1, r2] = proto.graph!.node.filter((n) => n.opType === "Relu");
+  r1.opType = "Celu";
+  r2.opType = "Selu";
+  await Deno.writeFile(`${dir}/celu.onnx`, encodeModelProto(proto));
   cases.push([
-    "unsupported op",
-    ["--model", `${dir}/erf.onnx`, "--backend", "cpu", ...stream("clean")],
-    new RegExp(`unsupported ONNX op "Erf" in node "${relu.name}"`),
+    "unsupported ops",
+    ["--model", `${dir}/celu.onnx`, "--backend", "cpu", ...stream("clean")],
+    new RegExp(
+      `2 nodes cannot run: unsupported ONNX op "Celu" in node "${r1.name}"; ` +
+        `unsupported ONNX op "Selu" in node "${r2.name}"`,
+    ),
   ]);
   for (const [what, args, pattern] of cases) {
     const r = await runCli(["predict", ...args]);

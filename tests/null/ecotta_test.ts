@@ -5,6 +5,7 @@ import { buildIrbNet, type IrbNet } from "../../src/nn/mobilenet.ts";
 import { EcoTta, splitBlocks } from "../../src/methods/ecotta.ts";
 import { l1ToConstant } from "../../src/methods/ecotta_meta.ts";
 import { clippedNormalMoments } from "../../src/methods/ecotta_stats.ts";
+import { stagedMismatch, stagesOf } from "../../src/methods/ecotta_partition.ts";
 import { SourceOnly } from "../../src/methods/bn_adapt.ts";
 import { moduleToOnnx } from "../../src/onnx/from_module.ts";
 import { decodeModel, loadModel } from "../../src/onnx/model.ts";
@@ -208,6 +209,30 @@ Deno.test("EcoTta on an ONNX-imported IRB net adapts exactly as on the IrbNet it
   native.dispose();
   imported.dispose();
   onnx.dispose();
+});
+
+Deno.test("EcoTta partitions an ONNX MobileNetV2 whose modules are named stem, body.N, head (from its graph)", async () => {
+  const model = importOnnx(b, await loadModel("fixtures/models/zoo/irb_custom_preserve.onnx"));
+  const staged = await stagesOf(model, { name: "irb_custom" });
+  deepEqual(staged.stages.map((s) => s.name), [
+    "stem",
+    "body.0",
+    "body.1",
+    "body.2",
+    "body.3",
+    "body.4",
+    "head",
+  ]);
+  deepEqual(staged.stages.map((s) => s.stride), [2, 1, 2, 1, 2, 1, 1]);
+  ok(staged.verified, "the chain of stages computes what the graph does (checked on a probe)");
+  const x = Tensor.from(b, new Rng(4).normals(2 * 3 * 64 * 64), [2, 3, 64, 64]);
+  ok(await stagedMismatch(model, staged, x) < 1e-5);
+  const eco = await EcoTta.create(model, { entropyMargin: 1, name: "irb_custom" });
+  const r = await eco.step(x);
+  ok(Array.from(r.logits).every(Number.isFinite));
+  x.dispose();
+  eco.dispose();
+  model.dispose();
 });
 
 Deno.test("EcoTta.create() names an ONNX model it cannot partition", async () => {

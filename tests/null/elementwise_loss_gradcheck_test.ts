@@ -129,7 +129,8 @@ Deno.test("softmax() and logSoftmax() are stable for large logits", async () => 
   equal(lp[3], -2000);
   const xs = Tensor.from(b, [-1, 2], [1, 2]);
   equal(softmax(xs, 1).shape.join(), "1,2", "axis = rank - 1 is the last axis");
-  throws(() => softmax(x, 0), /softmax\(\): only the last axis is supported, got axis 0 for \[2, 3\]/);
+  equal(softmax(x, 0).shape.join(), "2,3", "any axis");
+  throws(() => softmax(x, 2), /softmax\(\): axis 2 is out of range for input \[2, 3\]/);
 });
 
 Deno.test("crossEntropy(), entropy() and entropyPerSample() backward match finite differences", async () => {

@@ -2,7 +2,7 @@ import { deepEqual, equal, notDeepEqual, ok, throws } from "node:assert/strict";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { backward } from "../../src/autograd/tape.ts";
 import { withStore } from "../../src/memory/policy.ts";
-import { featureBlocks, prepareTransfer, type TransferMethod } from "../../src/methods/mobiletl.ts";
+import { prepareTransfer, transferBlocks, type TransferMethod } from "../../src/methods/mobiletl.ts";
 import { BatchNorm2d } from "../../src/nn/layers.ts";
 import { buildIrbNet, type IrbNet } from "../../src/nn/mobilenet.ts";
 import { buildMobileNetV3 } from "../../src/nn/mobilenet_v3.ts";
@@ -55,13 +55,15 @@ async function savedByBlock(b: CpuBackend, net: IrbNet, method: TransferMethod, 
   });
 }
 
-Deno.test("featureBlocks() finds the inverted residual blocks of an IRB net by their features.N names", () => {
+Deno.test("transferBlocks() finds the inverted residual blocks of an IRB net from its traced graph", () => {
   const b = new CpuBackend();
   const net = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
-  const blocks = featureBlocks(net);
-  deepEqual(blocks.map((x) => x.name), Array.from({ length: 8 }, (_, i) => `features.${i}`));
-  deepEqual(blocks.map((x) => x.irb), [false, true, true, true, true, true, true, false]);
-  equal(blocks[2].bns.length, 3);
+  const blocks = transferBlocks(net, "full");
+  // The stem and the last 1x1 conv are layers, not blocks; the names are the modules holding each block.
+  deepEqual(blocks.map((x) => x.name), Array.from({ length: 6 }, (_, i) => `features.${i + 1}`));
+  deepEqual(blocks.map((x) => x.irb), [true, true, true, true, true, true]);
+  deepEqual(blocks.map((x) => x.residual), [true, false, true, false, true, false]);
+  equal(blocks[1].bns.length, 3);
   net.dispose();
 });
 
@@ -184,7 +186,7 @@ Deno.test("mobiletl training moves only what it trains: inner BN scale and stati
   opt.dispose();
 });
 
-Deno.test("prepareTransfer() finds the blocks of an imported torchvision MobileNetV3 from its state names", async () => {
+Deno.test("prepareTransfer() finds the blocks of an imported torchvision MobileNetV3 from its graph", async () => {
   const { loadModel } = await import("../../src/onnx/model.ts");
   const { importOnnx } = await import("../../src/onnx/import.ts");
   const b = new CpuBackend();
@@ -194,7 +196,10 @@ Deno.test("prepareTransfer() finds the blocks of an imported torchvision MobileN
       new URL("../../fixtures/models/mobilenet_v3_small_preserve.onnx", import.meta.url).pathname,
     ),
   );
-  deepEqual(featureBlocks(net).filter((x) => x.irb).map((x) => x.index), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  deepEqual(
+    transferBlocks(net, "mobiletl").map((x) => x.name),
+    Array.from({ length: 11 }, (_, i) => `features.${i + 1}`),
+  );
   const saved: Record<string, Record<string, number>> = {};
   for (const method of ["full", "mobiletl"] as const) {
     const plan = prepareTransfer(net, method, { topBlocks: 1 });

@@ -1,6 +1,49 @@
 /** CPU reference kernels: fill, copy, unary, unary_grad, masks, binary, axpy. */
 import type { CpuKernel } from "../cpu.ts";
-import type { UnaryOp } from "../kernels.ts";
+import type { BinaryOp, UnaryOp } from "../kernels.ts";
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+
+/**
+ * erf to about 1e-15 (JS has no Math.erf): for |x| <= 3 the series 2/sqrt(pi) e^(-x^2) sum 2^n x^(2n+1) /
+ * (1*3*...*(2n+1)), whose terms are all positive (no cancellation); beyond, 1 - erfc from its continued
+ * fraction (Lentz), which converges fast there.
+ */
+export function erf(x: number): number {
+  const a = Math.abs(x);
+  if (Number.isNaN(x)) return x;
+  if (a > 6) return Math.sign(x);
+  if (a <= 3) {
+    let term = a, sum = a;
+    for (let n = 1; n < 200 && term > sum * 1e-17; n++) {
+      term *= (2 * a * a) / (2 * n + 1);
+      sum += term;
+    }
+    return Math.sign(x) * TWO_OVER_SQRT_PI * Math.exp(-a * a) * sum;
+  }
+  // erfc(a) = e^(-a^2)/sqrt(pi) * 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + ...))))).
+  const tiny = 1e-300;
+  let f = a, c = a, d = 0;
+  for (let k = 1; k < 200; k++) {
+    const ak = k / 2;
+    d = a + ak * d;
+    d = 1 / (Math.abs(d) < tiny ? tiny : d);
+    c = a + ak / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  return Math.sign(x) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f);
+}
+
+/** numpy's real a^b: a negative base has a real power only for an integer exponent. */
+export function pow(a: number, b: number): number {
+  if (b === 2) return a * a;
+  if (b === 1) return a;
+  if (b === 0.5) return Math.sqrt(a);
+  return Math.pow(a, b);
+}
 
 export const fill: CpuKernel<"fill"> = ({ out, attrs }, mem) => {
   mem.f(out).fill(attrs.value, 0, attrs.n);
@@ -48,6 +91,8 @@ export function unaryFn(op: UnaryOp, alpha = 0, beta = 0): (v: number) => number
       return Math.abs;
     case "sign":
       return Math.sign;
+    case "erf":
+      return erf;
   }
 }
 
@@ -87,6 +132,8 @@ export function unaryDerivative(op: UnaryOp, alpha = 0, beta = 0): (v: number) =
       return Math.sign;
     case "sign":
       return () => 0;
+    case "erf":
+      return (v) => TWO_OVER_SQRT_PI * Math.exp(-v * v);
   }
 }
 
@@ -117,7 +164,7 @@ export const mask_grad: CpuKernel<"mask_grad"> = ({ mask, dy, out, attrs }, mem)
   for (let i = 0; i < attrs.n; i++) dst[i] = (words[i >>> 5] >>> (i & 31)) & 1 ? g[i] * attrs.scale : 0;
 };
 
-function binaryFn(op: string): (a: number, b: number) => number {
+export function binaryFn(op: BinaryOp): (a: number, b: number) => number {
   switch (op) {
     case "add":
       return (a, b) => a + b;
@@ -131,6 +178,10 @@ function binaryFn(op: string): (a: number, b: number) => number {
       return Math.max;
     case "min":
       return Math.min;
+    case "pow":
+      return pow;
+    case "eq":
+      return (a, b) => (a === b ? 1 : 0);
   }
   throw new Error(`binary: unknown op "${op}"`);
 }

@@ -8,9 +8,11 @@ import { adam, sgd } from "./optim.ts";
 import { matmul } from "./matmul.ts";
 import { conv2d, conv2d_grad_input, conv2d_grad_weight } from "./conv.ts";
 import { dequantize, f16_pack, f16_unpack, quantize } from "./quant.ts";
+import { strided_copy, where } from "./layout.ts";
+import { pool2d, pool2d_grad } from "./pool.ts";
 
-// Kernels not yet written throw a clear error from CpuBackend.run until they are added here.
-export const cpuKernels: Partial<CpuKernelTable> = {
+// Total: every kernel in kernels.ts has its reference here (a missing one is a type error).
+export const cpuKernels: CpuKernelTable = {
   fill,
   copy,
   unary,
@@ -35,4 +37,8 @@ export const cpuKernels: Partial<CpuKernelTable> = {
   dequantize,
   f16_pack,
   f16_unpack,
+  strided_copy,
+  where,
+  pool2d,
+  pool2d_grad,
 };

@@ -10,7 +10,7 @@
  */
 import type { Storage } from "../backend.ts";
 import type { Conv2dAttrs } from "../kernels.ts";
-import type { GpuContext, GpuKernelTable } from "./context.ts";
+import type { GpuContext, GpuKernelTable, UniformsOf } from "./context.ts";
 import {
   batchesThatFit,
   bindBatch,
@@ -204,28 +204,36 @@ function pointwiseGradWeight(ctx: GpuContext, x: Storage, dy: Storage, dw: Stora
   if (scratch) sumParts(ctx, scratch, dw, parts, size);
 }
 
-function convWords(a: Conv2dAttrs, count: number, offs: number[], base: number[]): number[] {
-  const { cin, h, w, cout, kh, kw, strideH, strideW, padH, padW, dilationH, dilationW, groups, outH, outW } =
-    a;
-  return [
-    count,
-    cin,
-    h,
-    w,
-    cout,
-    kh,
-    kw,
-    strideH,
-    strideW,
-    padH,
-    padW,
-    dilationH,
-    dilationW,
-    groups,
-    outH,
-    outW,
-  ]
-    .concat(offs, base);
+function convUniforms(
+  a: Conv2dAttrs,
+  count: number,
+  offs: [number, number, number],
+  base: [number, number, number],
+): UniformsOf<"conv", "conv2d_grad_weight"> {
+  return {
+    n: count,
+    cin: a.cin,
+    h: a.h,
+    w: a.w,
+    cout: a.cout,
+    kh: a.kh,
+    kw: a.kw,
+    sh: a.strideH,
+    sw: a.strideW,
+    ph: a.padH,
+    pw: a.padW,
+    dh: a.dilationH,
+    dw: a.dilationW,
+    groups: a.groups,
+    oh: a.outH,
+    ow: a.outW,
+    off_x: offs[0],
+    off_dy: offs[1],
+    off_out: offs[2],
+    base_x: base[0],
+    base_y: base[1],
+    base_z: base[2],
+  };
 }
 
 function gradWeight(ctx: GpuContext, x: Storage, dy: Storage, dw: Storage, a: Conv2dAttrs) {
@@ -255,7 +263,7 @@ function gradWeight(ctx: GpuContext, x: Storage, dy: Storage, dw: Storage, a: Co
       entry: "conv2d_grad_weight",
       constants: { GW_WG_X: wgX, GW_WG_Y: wgY, GW_ROWS: rows, ACCUMULATE: accumulate ? 1 : 0 },
       bindings: [xb.binding, dyb.binding, wb.binding],
-      uniforms: (base) => ({ u: convWords(a, count / parts, [xb.rem, dyb.rem, wb.rem, 0], base) }),
+      uniforms: (base) => convUniforms(a, count / parts, [xb.rem, dyb.rem, wb.rem], base),
     });
   };
   // No images: dw is a sum of nothing, which one dispatch over zero images writes as zeros.

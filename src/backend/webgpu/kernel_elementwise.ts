@@ -4,30 +4,19 @@
  */
 import type { Storage } from "../backend.ts";
 import type { BinaryOp, UnaryOp } from "../kernels.ts";
-import type { GpuContext, GpuKernelTable } from "./context.ts";
+import type { GpuContext, GpuKernelTable, SameKeys } from "./context.ts";
+import { OP_CODES } from "./_kernels_gen.ts";
 import { bindWindow, maxBindingElements, type Window } from "./kernel_grid.ts";
 import { chunkLimit, elementChunks, strideGroups, WG } from "./kernel_chunks.ts";
 
-/** Op codes of elementwise.wgsl's OP override. */
-export const UNARY_OPS: Record<UnaryOp, number> = {
-  identity: 0,
-  neg: 1,
-  relu: 2,
-  relu6: 3,
-  clip: 4,
-  hardswish: 5,
-  hardsigmoid: 6,
-  sigmoid: 7,
-  exp: 8,
-  log: 9,
-  sqrt: 10,
-  rsqrt: 11,
-  square: 12,
-  abs: 13,
-  sign: 14,
-};
-
-export const BINARY_OPS: Record<BinaryOp, number> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
+/** Op codes of elementwise.wgsl's OP override, keyed by kernels.ts's op names (generated from the WGSL). */
+export const UNARY_OPS: Readonly<Record<UnaryOp, number>> = OP_CODES.UNARY;
+export const BINARY_OPS: Readonly<Record<BinaryOp, number>> = OP_CODES.BINARY;
+// Both directions: an op kernels.ts names but the WGSL lacks, or a WGSL code kernels.ts does not name, fails
+// to compile here.
+const _unaryTotal: SameKeys<UnaryOp, keyof typeof OP_CODES.UNARY> = true;
+const _binaryTotal: SameKeys<BinaryOp, keyof typeof OP_CODES.BINARY> = true;
+void _unaryTotal, _binaryTotal;
 
 function opCode<T extends string>(table: Record<T, number>, op: T, kernel: string): number {
   const code = table[op];
@@ -69,7 +58,7 @@ export const elementwiseKernels: Pick<
         entry: "fill",
         constants: { WG },
         bindings: [o.binding],
-        uniforms: { u: [len, o.rem, bits] },
+        uniforms: { n: len, out_off: o.rem, bits },
         workgroups: [strideGroups(ctx, len)],
       });
     });
@@ -83,7 +72,7 @@ export const elementwiseKernels: Pick<
         entry: "copy",
         constants: { WG },
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [len, wx.rem, wo.rem] },
+        uniforms: { n: len, x_off: wx.rem, out_off: wo.rem },
         workgroups: [strideGroups(ctx, len)],
       });
     });
@@ -97,7 +86,7 @@ export const elementwiseKernels: Pick<
         entry: "unary",
         constants: { WG, OP },
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [len, wx.rem, wo.rem], f: [attrs.alpha ?? 0, attrs.beta ?? 0] },
+        uniforms: { n: len, x_off: wx.rem, out_off: wo.rem, alpha: attrs.alpha ?? 0, beta: attrs.beta ?? 0 },
         workgroups: [strideGroups(ctx, len)],
       });
     });
@@ -111,7 +100,14 @@ export const elementwiseKernels: Pick<
         entry: "unary_grad",
         constants: { WG, OP },
         bindings: [wx.binding, wd.binding, wo.binding],
-        uniforms: { u: [len, wx.rem, wd.rem, wo.rem], f: [attrs.alpha ?? 0, attrs.beta ?? 0] },
+        uniforms: {
+          n: len,
+          x_off: wx.rem,
+          dy_off: wd.rem,
+          out_off: wo.rem,
+          alpha: attrs.alpha ?? 0,
+          beta: attrs.beta ?? 0,
+        },
         workgroups: [strideGroups(ctx, len)],
       });
     });
@@ -130,7 +126,7 @@ export const elementwiseKernels: Pick<
         entry: "mask_pack",
         constants: { WG },
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [len, words, wx.rem, wo.rem], f: [lo, hi] },
+        uniforms: { n: len, words, x_off: wx.rem, out_off: wo.rem, lo, hi },
         workgroups: [strideGroups(ctx, words)],
       });
     }
@@ -146,7 +142,7 @@ export const elementwiseKernels: Pick<
         entry: "mask_grad",
         constants: { WG },
         bindings: [wm.binding, wd.binding, wo.binding],
-        uniforms: { u: [len, wm.rem, wd.rem, wo.rem], f: [attrs.scale] },
+        uniforms: { n: len, mask_off: wm.rem, dy_off: wd.rem, out_off: wo.rem, scale: attrs.scale },
         workgroups: [strideGroups(ctx, len)],
       });
     }
@@ -159,7 +155,13 @@ export const elementwiseKernels: Pick<
         entry: "axpy",
         constants: { WG },
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [len, wx.rem, wo.rem, attrs.accumulate ? 1 : 0], f: [attrs.alpha] },
+        uniforms: {
+          n: len,
+          x_off: wx.rem,
+          out_off: wo.rem,
+          accumulate: attrs.accumulate ? 1 : 0,
+          alpha: attrs.alpha,
+        },
         workgroups: [strideGroups(ctx, len)],
       });
     });
@@ -249,8 +251,6 @@ function binaryPart(
     ...as,
     ...Array(pad).fill(0),
     ...bs,
-    0,
-    0,
   ];
   for (let p = 0; p < shape[0]; p += count) {
     const c = Math.min(count, shape[0] - p);
@@ -266,7 +266,14 @@ function binaryPart(
       bindings: [wa.binding, wb.binding, wo.binding],
       // The shader decomposes r = p*inner + i over `shape`; subtracting p's part from the offsets maps the
       // decomposed input index into each window (modulo 2^32).
-      uniforms: { u: [...dims, n, p * inner, wa.rem - p * as[0], wb.rem - p * bs[0], wo.rem] },
+      uniforms: {
+        dims,
+        n,
+        r0: p * inner,
+        a_off: wa.rem - p * as[0],
+        b_off: wb.rem - p * bs[0],
+        out_off: wo.rem,
+      },
       workgroups: [strideGroups(ctx, n)],
     });
   }

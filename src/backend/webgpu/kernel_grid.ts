@@ -4,7 +4,8 @@
  * exceed maxComputeWorkgroupsPerDimension into several dispatches.
  */
 import type { Storage } from "../backend.ts";
-import type { Binding, DispatchOptions, GpuContext } from "./context.ts";
+import type { Binding, ConstantsOf, DispatchOptions, EntryName, GpuContext, UniformsOf } from "./context.ts";
+import type { ShaderName } from "./_kernels_gen.ts";
 
 /** A bound window and the element offset of the wanted data inside it. */
 export interface Window {
@@ -79,11 +80,15 @@ export function bindBatch(ctx: GpuContext, op: Strided, b0: number, count: numbe
  * Dispatch a grid of `grid` workgroups, split into dispatches of at most maxComputeWorkgroupsPerDimension
  * per dimension. `uniforms(base)` builds each dispatch's uniform words given its first workgroup.
  */
-export function dispatchGrid(
+export function dispatchGrid<S extends ShaderName, E extends EntryName<S>>(
   ctx: GpuContext,
   grid: [number, number, number],
-  options: Omit<DispatchOptions, "workgroups" | "uniforms"> & {
-    uniforms: (base: [number, number, number]) => { u?: number[]; f?: number[] };
+  options: {
+    shader: S;
+    entry: E;
+    constants?: ConstantsOf<S, E>;
+    bindings: Binding[];
+    uniforms: (base: [number, number, number]) => UniformsOf<S, E>;
   },
 ): void {
   const lim = ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -92,6 +97,7 @@ export function dispatchGrid(
   for (let z = 0; z < gz; z += lim) {
     for (let y = 0; y < gy; y += lim) {
       for (let x = 0; x < gx; x += lim) {
+        // The conditional `uniforms` member of DispatchOptions does not resolve for generic S, E.
         ctx.dispatch({
           shader: options.shader,
           entry: options.entry,
@@ -99,7 +105,7 @@ export function dispatchGrid(
           bindings: options.bindings,
           uniforms: options.uniforms([x, y, z]),
           workgroups: [Math.min(lim, gx - x), Math.min(lim, gy - y), Math.min(lim, gz - z)],
-        });
+        } as DispatchOptions<S, E>);
       }
     }
   }

@@ -50,7 +50,7 @@ function planChannels(ctx: GpuContext, inputs: Storage[], n: number, c: number, 
 /** Dispatch the chunk grid [k1 - k0, c] of a reduction entry, splitting channels over 65535. */
 function dispatchChannels(
   ctx: GpuContext,
-  entry: string,
+  entry: "bn_stats" | "bn_stats_partial" | "bn_grad_reduce" | "bn_grad_reduce_partial",
   plan: ChannelChunks,
   dims: { n: number; c: number; hw: number },
   bind: (xs: number, xe: number) => { bindings: Binding[]; offs: [number, number] },
@@ -66,7 +66,17 @@ function dispatchChannels(
           entry,
           constants: { WG },
           bindings,
-          uniforms: { u: [dims.c, dims.hw, m, plan.chunks, plan.len, k0, c0, offs[0], offs[1]] },
+          uniforms: {
+            c: dims.c,
+            hw: dims.hw,
+            m,
+            chunks: plan.chunks,
+            len: plan.len,
+            k0,
+            c0,
+            x_off: offs[0],
+            y_off: offs[1],
+          },
           workgroups: [Math.min(lim, g.k1 - k0), Math.min(lim, dims.c - c0)],
         });
       }
@@ -77,7 +87,7 @@ function dispatchChannels(
 /** Elementwise pass over n*c*hw elements: chunk windows for the big tensors, small ones bound whole. */
 function applyChunks(
   ctx: GpuContext,
-  entry: string,
+  entry: "bn_apply" | "bn_apply_xhat" | "bn_grad_input" | "bn_grad_input_eval",
   total: number,
   big: (Storage | null)[],
   small: (Storage | null)[],
@@ -93,8 +103,15 @@ function applyChunks(
       constants: { WG },
       bindings: layout(wins.map((w) => w?.binding ?? wins[0]!.binding), small.map((s) => s ?? bigs[0])),
       uniforms: {
-        u: [len, start, dims.c, dims.hw, wins[0]!.rem, wins[1]?.rem ?? 0, wins[2]?.rem ?? 0],
-        f: [dims.eps, dims.m],
+        n: len,
+        start,
+        c: dims.c,
+        hw: dims.hw,
+        x_off: wins[0]!.rem,
+        out_off: wins[1]?.rem ?? 0,
+        h_off: wins[2]?.rem ?? 0,
+        eps: dims.eps,
+        m: dims.m,
       },
       workgroups: [strideGroups(ctx, len)],
     });
@@ -124,7 +141,17 @@ export const normKernels: Pick<GpuKernelTable, "bn_stats" | "bn_apply" | "bn_gra
           entry: "bn_stats_merge",
           constants: { WG },
           bindings: [x, mean, variance, part],
-          uniforms: { u: [c, hw, n * hw, plan.chunks, plan.len, 0, 0, 0, 0] },
+          uniforms: {
+            c,
+            hw,
+            m: n * hw,
+            chunks: plan.chunks,
+            len: plan.len,
+            k0: 0,
+            c0: 0,
+            x_off: 0,
+            y_off: 0,
+          },
           workgroups: [strideGroups(ctx, c)],
         });
       }

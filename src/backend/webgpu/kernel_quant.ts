@@ -49,7 +49,7 @@ export const quantKernels: Pick<GpuKernelTable, "quantize" | "dequantize" | "f16
         entry: "quant_params",
         constants: { BITS: bits },
         bindings: [wx.binding, params],
-        uniforms: { u: [len, start, groupSize, wx.rem, 0] },
+        uniforms: { n: len, first: start, group: groupSize, x_off: wx.rem, out_off: 0 },
         workgroups: [strideGroups(ctx, Math.ceil(len / groupSize))],
       });
       ctx.dispatch({
@@ -57,7 +57,7 @@ export const quantKernels: Pick<GpuKernelTable, "quantize" | "dequantize" | "f16
         entry: "quant_pack",
         constants: { BITS: bits },
         bindings: [wx.binding, params, wo.binding],
-        uniforms: { u: [len, start, groupSize, wx.rem, wo.rem] },
+        uniforms: { n: len, first: start, group: groupSize, x_off: wx.rem, out_off: wo.rem },
         workgroups: [strideGroups(ctx, Math.ceil(len / per))],
       });
     }
@@ -75,7 +75,7 @@ export const quantKernels: Pick<GpuKernelTable, "quantize" | "dequantize" | "f16
         entry: "dequantize",
         constants: { BITS: bits },
         bindings: [wp.binding, params, wo.binding],
-        uniforms: { u: [len, start, groupSize, wp.rem, wo.rem] },
+        uniforms: { n: len, first: start, group: groupSize, x_off: wp.rem, out_off: wo.rem },
         workgroups: [strideGroups(ctx, len)],
       });
     }
@@ -93,7 +93,7 @@ export const quantKernels: Pick<GpuKernelTable, "quantize" | "dequantize" | "f16
         shader: "quant",
         entry: "f16_pack",
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [len, start, 1, wx.rem, wo.rem] },
+        uniforms: { n: len, first: start, group: 1, x_off: wx.rem, out_off: wo.rem },
         workgroups: [strideGroups(ctx, Math.ceil(len / 2))],
       });
     }
@@ -107,7 +107,7 @@ export const quantKernels: Pick<GpuKernelTable, "quantize" | "dequantize" | "f16
         shader: "quant",
         entry: "f16_unpack",
         bindings: [wp.binding, wo.binding],
-        uniforms: { u: [len, start, 1, wp.rem, wo.rem] },
+        uniforms: { n: len, first: start, group: 1, x_off: wp.rem, out_off: wo.rem },
         workgroups: [strideGroups(ctx, len)],
       });
     }

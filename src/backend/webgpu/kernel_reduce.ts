@@ -10,6 +10,7 @@ import type { GpuContext, GpuKernelTable } from "./context.ts";
 import { bindWindow, maxBindingElements } from "./kernel_grid.ts";
 import { chunkLimit, grid2d, strideGroups, WG } from "./kernel_chunks.ts";
 import { elementwiseKernels } from "./kernel_elementwise.ts";
+import { OP_CODES } from "./_kernels_gen.ts";
 
 export interface MiddleReduce {
   op: "sum" | "max";
@@ -29,8 +30,9 @@ export function reduceMiddle(ctx: GpuContext, x: Storage, out: Storage, r: Middl
   const { outer, size, inner } = r;
   if (outer * inner === 0) return;
   // A workgroup per row only pays when rows are few and long; many rows get an invocation each (llvmpipe
-  // runs barrier-heavy workgroups slowly: ~60 us each, 4 s for 70k rows).
-  const rows = inner === 1 && size >= 64 && outer < COL_TARGET;
+  // runs barrier-heavy workgroups slowly: ~60 us each, 4 s for 70k rows; a layer norm's 4608 rows of 96
+  // took 270 ms as workgroups, 3 ms as invocations). On GPUs a 256-wide workgroup on a short row idles too.
+  const rows = inner === 1 && size >= 64 && outer < COL_TARGET && (outer < ROW_TARGET || size >= 1024);
   const outputs = outer * inner;
   let chunks = 1;
   if (rows && outer < ROW_TARGET) chunks = Math.min(Math.ceil(size / 1024), Math.ceil(ROW_TARGET / outer));
@@ -61,11 +63,21 @@ export function reduceMiddle(ctx: GpuContext, x: Storage, out: Storage, r: Middl
       ctx.dispatch({
         shader: "reduce",
         entry: rows ? "reduce_rows" : "reduce_cols",
-        constants: { WG, OP: r.op === "max" ? 1 : 0 },
+        constants: { WG, OP: OP_CODES.REDUCE[r.op === "max" ? "max" : "sum"] },
         bindings: [wx.binding, wo.binding],
         uniforms: {
-          u: [segs, g0, chunks, size, len, inner, wx.rem - xs, wo.rem - G0 * inner, gx, inner, 0],
-          f: [chunks === 1 ? r.scale : 1],
+          segs,
+          seg0: g0,
+          chunks,
+          size,
+          len,
+          inner,
+          x_off: wx.rem - xs,
+          out_off: wo.rem - G0 * inner,
+          gx,
+          width: inner,
+          accumulate: 0,
+          scale: chunks === 1 ? r.scale : 1,
         },
         workgroups: [gx, gy],
       });
@@ -95,11 +107,21 @@ function reduceWide(ctx: GpuContext, x: Storage, out: Storage, r: MiddleReduce):
         ctx.dispatch({
           shader: "reduce",
           entry: "reduce_cols",
-          constants: { WG, OP: r.op === "max" ? 1 : 0 },
+          constants: { WG, OP: OP_CODES.REDUCE[r.op === "max" ? "max" : "sum"] },
           bindings: [wx.binding, wo.binding],
           uniforms: {
-            u: [1, 0, 1, count, count, inner, wx.rem, wo.rem, 1, width, s0 > 0 ? 1 : 0],
-            f: [s0 + count === size ? r.scale : 1],
+            segs: 1,
+            seg0: 0,
+            chunks: 1,
+            size: count,
+            len: count,
+            inner,
+            x_off: wx.rem,
+            out_off: wo.rem,
+            gx: 1,
+            width,
+            accumulate: s0 > 0 ? 1 : 0,
+            scale: s0 + count === size ? r.scale : 1,
           },
           workgroups: [strideGroups(ctx, width)],
         });

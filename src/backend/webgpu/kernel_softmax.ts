@@ -34,7 +34,7 @@ export const softmaxKernels: Pick<GpuKernelTable, "softmax"> = {
         entry: small ? "softmax_small" : "softmax_rows",
         constants: { WG, LOG: log ? 1 : 0 },
         bindings: [wx.binding, wo.binding],
-        uniforms: { u: [count, cols, wx.rem, wo.rem, gx] },
+        uniforms: { rows: count, cols, x_off: wx.rem, out_off: wo.rem, gx },
         workgroups: [gx, gy],
       });
     }

@@ -8,9 +8,11 @@ import { optimKernels } from "./kernel_optim.ts";
 import { quantKernels } from "./kernel_quant.ts";
 import { reduceKernels } from "./kernel_reduce.ts";
 import { softmaxKernels } from "./kernel_softmax.ts";
+import { layoutKernels } from "./kernel_layout.ts";
+import { poolKernels } from "./kernel_pool.ts";
 
-// Partial: a kernel added to kernels.ts before its WebGPU version makes WebGpuBackend.run throw a clear error.
-export const webgpuKernels: Partial<GpuKernelTable> = {
+// Total: a kernel added to kernels.ts without its WebGPU version is a type error here.
+export const webgpuKernels: GpuKernelTable = {
   ...elementwiseKernels,
   ...reduceKernels,
   ...normKernels,
@@ -19,4 +21,6 @@ export const webgpuKernels: Partial<GpuKernelTable> = {
   ...matmulKernels,
   ...convKernels,
   ...quantKernels,
+  ...layoutKernels,
+  ...poolKernels,
 };

@@ -8,86 +8,27 @@
  */
 import { BackendError } from "../backend.ts";
 import { KERNEL_SOURCES } from "./_kernels_gen.ts";
+import {
+  type BindingKind,
+  type EntryBinding,
+  type EntryInfo,
+  reflectWgsl,
+  type UniformLayout,
+} from "./wgsl_reflect.ts";
 
-export type BindingKind = "uniform" | "read" | "read_write";
-
-export interface EntryBinding {
-  binding: number;
-  kind: BindingKind;
-  name: string;
-}
-
-interface ModuleVar extends EntryBinding {
-  group: number;
-}
-
-/** Remove comments so identifiers inside them do not count as uses. */
-function stripComments(src: string): string {
-  return src.replace(/\/\*[\s\S]*?\*\//g, " ").replace(/\/\/[^\n]*/g, " ");
-}
-
-const VAR_RE =
-  /@group\(\s*(\d+)\s*\)\s*@binding\(\s*(\d+)\s*\)\s*var\s*<\s*(uniform|storage)\s*(?:,\s*(read|read_write)\s*)?>\s*([A-Za-z_]\w*)/g;
-const FN_RE = /\bfn\s+([A-Za-z_]\w*)\s*\(/g;
-const IDENT_RE = /[A-Za-z_]\w*/g;
-
-/**
- * For each @compute entry of a WGSL source: the resource bindings it statically uses (directly or through
- * the functions it calls), sorted by binding number. This is WGSL's definition of "statically used".
- */
-export function entryBindings(source: string): Map<string, EntryBinding[]> {
-  const src = stripComments(source);
-  const vars = new Map<string, ModuleVar>();
-  for (const m of src.matchAll(VAR_RE)) {
-    const kind: BindingKind = m[3] === "uniform" ? "uniform" : m[4] === "read_write" ? "read_write" : "read";
-    vars.set(m[5], { group: Number(m[1]), binding: Number(m[2]), kind, name: m[5] });
-  }
-  const bodies = new Map<string, Set<string>>();
-  const entries: string[] = [];
-  for (const m of src.matchAll(FN_RE)) {
-    const open = src.indexOf("{", m.index!);
-    let depth = 0, end = open;
-    for (; end < src.length; end++) {
-      if (src[end] === "{") depth++;
-      else if (src[end] === "}" && --depth === 0) break;
-    }
-    bodies.set(m[1], new Set(src.slice(m.index! + m[0].length, end).match(IDENT_RE) ?? []));
-    // The attributes before `fn` (back to the previous `}` or `;`) mark an entry point.
-    const before = src.slice(
-      Math.max(src.lastIndexOf("}", m.index!), src.lastIndexOf(";", m.index!)) + 1,
-      m.index!,
-    );
-    if (/@compute\b/.test(before)) entries.push(m[1]);
-  }
-  const result = new Map<string, EntryBinding[]>();
-  for (const entry of entries) {
-    const seen = new Set<string>([entry]);
-    const queue = [entry];
-    const used = new Map<number, EntryBinding>();
-    while (queue.length) {
-      for (const id of bodies.get(queue.pop()!)!) {
-        const v = vars.get(id);
-        if (v && v.group === 0) used.set(v.binding, { binding: v.binding, kind: v.kind, name: v.name });
-        if (bodies.has(id) && !seen.has(id)) {
-          seen.add(id);
-          queue.push(id);
-        }
-      }
-    }
-    result.set(entry, [...used.values()].sort((a, b) => a.binding - b.binding));
-  }
-  return result;
-}
+export type { BindingKind, EntryBinding, UniformLayout } from "./wgsl_reflect.ts";
 
 export interface Pipeline {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
   bindings: EntryBinding[];
+  /** The uniform struct the entry reads (packed by field name), or null. */
+  uniform: UniformLayout | null;
 }
 
 interface ShaderModule {
   module: GPUShaderModule;
-  entries: Map<string, EntryBinding[]>;
+  entries: Map<string, EntryInfo>;
 }
 
 export class PipelineCache {
@@ -111,7 +52,11 @@ export class PipelineCache {
     return this.#pipelines.size;
   }
 
-  get(shader: string, entry: string, constants?: Record<string, number>): Pipeline {
+  get(shader: string, entry: string, given?: Readonly<Record<string, number | undefined>>): Pipeline {
+    // Constants left undefined take the WGSL default, as if not given.
+    const constants = given
+      ? Object.fromEntries(Object.entries(given).filter((e): e is [string, number] => e[1] !== undefined))
+      : undefined;
     const constKey = constants
       ? Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",")
       : "";
@@ -119,14 +64,15 @@ export class PipelineCache {
     let p = this.#pipelines.get(key);
     if (p) return p;
     const mod = this.#module(shader);
-    const bindings = mod.entries.get(entry);
-    if (!bindings) {
+    const info = mod.entries.get(entry);
+    if (!info) {
       throw new BackendError(
         `webgpu: kernels/${shader}.wgsl has no @compute entry "${entry}" (entries: ${
           [...mod.entries.keys()].join(", ")
         })`,
       );
     }
+    const { bindings, uniform } = info;
     const layout = this.#layout(bindings);
     const pipeline = this.device.createComputePipeline({
       label: key,
@@ -134,7 +80,7 @@ export class PipelineCache {
       compute: { module: mod.module, entryPoint: entry, constants },
     });
     this.log?.(`pipeline ${key}`);
-    p = { pipeline, layout, bindings };
+    p = { pipeline, layout, bindings, uniform };
     this.#pipelines.set(key, p);
     return p;
   }
@@ -167,7 +113,7 @@ export class PipelineCache {
     this.log?.(`compile kernels/${name}.wgsl\n${code}`);
     const module = this.device.createShaderModule({ label: name, code });
     this.#unchecked.push({ name, info: module.getCompilationInfo() });
-    m = { module, entries: entryBindings(code) };
+    m = { module, entries: reflectWgsl(code, name).entries };
     this.#modules.set(name, m);
     return m;
   }

@@ -16,10 +16,12 @@ import {
   type Storage,
 } from "../backend.ts";
 import type { KernelArgs, KernelName } from "../kernels.ts";
-import type { Binding, DispatchOptions, GpuContext, GpuKernel } from "./context.ts";
+import type { Binding, DispatchOptions, EntryName, GpuContext, GpuKernel, RawDispatch } from "./context.ts";
+import type { ShaderName } from "./_kernels_gen.ts";
 import { type AcquiredDevice, type DebugFlags, debugFlags, debugLog, stricterLimits } from "./device.ts";
 import { webgpuKernels } from "./kernel_table.ts";
 import { PipelineCache } from "./pipelines.ts";
+import { packUniforms, type UniformLayout } from "./wgsl_reflect.ts";
 import { BufferPool, type PoolStats } from "./pool.ts";
 import { CommandBatch } from "./batch.ts";
 
@@ -272,7 +274,13 @@ export class WebGpuBackend implements Backend, GpuContext {
     return s;
   }
 
-  dispatch(o: DispatchOptions): void {
+  /** Encode a dispatch of a built-in kernel entry (typed by the generated host/WGSL contract). */
+  dispatch<S extends ShaderName, E extends EntryName<S>>(o: DispatchOptions<S, E>): void {
+    this.dispatchRaw(o as RawDispatch);
+  }
+
+  /** Encode a dispatch of any registered shader; uniforms are checked against its WGSL struct at runtime. */
+  dispatchRaw(o: RawDispatch): void {
     this.#batch.alive();
     const what = `${o.shader}/${o.entry}`;
     const [x, y = 1, z = 1] = o.workgroups;
@@ -285,7 +293,7 @@ export class WebGpuBackend implements Backend, GpuContext {
       }
     }
     this.#batch.openScopes(); // before pipeline creation, so a bad shader's error lands in this batch's scope
-    const { pipeline, layout, bindings } = this.#pipelines.get(o.shader, o.entry, o.constants);
+    const { pipeline, layout, bindings, uniform } = this.#pipelines.get(o.shader, o.entry, o.constants);
     const entries: GPUBindGroupEntry[] = [];
     const written = new Set<number>();
     for (const b of bindings) {
@@ -294,8 +302,10 @@ export class WebGpuBackend implements Backend, GpuContext {
     }
     for (const b of bindings) {
       if (b.kind === "uniform") {
-        if (!o.uniforms) throw new BackendError(`${what}: binding ${b.binding} (${b.name}) needs uniforms`);
-        entries.push({ binding: b.binding, resource: this.#uniformSlot(o.uniforms) });
+        if (!o.uniforms || !uniform) {
+          throw new BackendError(`${what}: binding ${b.binding} (${b.name}) needs uniforms`);
+        }
+        entries.push({ binding: b.binding, resource: this.#uniformSlot(uniform, o.uniforms, what) });
         continue;
       }
       const given = o.bindings[b.binding];
@@ -356,18 +366,19 @@ export class WebGpuBackend implements Backend, GpuContext {
     return { buffer, offset: offset * 4, size };
   }
 
-  #uniformSlot(u: { u?: number[]; f?: number[] }): GPUBufferBinding {
-    const nu = u.u?.length ?? 0, nf = u.f?.length ?? 0;
-    const bytes = Math.max(16, Math.ceil((nu + nf) / 4) * 16);
+  #uniformSlot(
+    layout: UniformLayout,
+    values: Readonly<Record<string, number | readonly number[]>>,
+    what: string,
+  ): GPUBufferBinding {
+    const bytes = layout.bytes;
     const slot = this.#batch.uniforms.reserve(bytes);
     const words = new Uint32Array(slot.view.buffer, slot.view.byteOffset, bytes / 4);
-    words.fill(0);
-    for (let i = 0; i < nu; i++) {
-      const w = u.u![i];
-      if (!Number.isInteger(w)) throw new BackendError(`webgpu: uniform word ${i} is ${w}, not an integer`);
-      words[i] = w >>> 0; // negative offsets wrap modulo 2^32, as the shaders expect
+    try {
+      packUniforms(layout, values, words, `webgpu: ${what}`);
+    } catch (e) {
+      throw new BackendError((e as Error).message);
     }
-    if (nf) new Float32Array(slot.view.buffer, slot.view.byteOffset + nu * 4, nf).set(u.f!);
     return { buffer: slot.buffer, offset: slot.offset, size: bytes };
   }
 
