@@ -228,7 +228,9 @@ Deno.test("EcoTta partitions an ONNX MobileNetV2 whose modules are named stem, b
   const x = Tensor.from(b, new Rng(4).normals(2 * 3 * 64 * 64), [2, 3, 64, 64]);
   ok(await stagedMismatch(model, staged, x) < 1e-5);
   const eco = await EcoTta.create(model, { entropyMargin: 1, name: "irb_custom" });
-  const r = await eco.step(x);
+  const learned = await eco.learn(x);
+  ok(learned.updated);
+  const r = await eco.predict(x);
   ok(Array.from(r.logits).every(Number.isFinite));
   x.dispose();
   eco.dispose();
