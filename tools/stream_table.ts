@@ -44,7 +44,12 @@ export interface RunSettings {
 }
 
 /** One (method, chunk) over the domains as given. */
-export async function runStream(method: string, chunk: number, order: string, s: RunSettings): Promise<StreamRun> {
+export async function runStream(
+  method: string,
+  chunk: number,
+  order: string,
+  s: RunSettings,
+): Promise<StreamRun> {
   const backend = await s.backend();
   const onnx = await loadModel(s.model);
   const preprocess = await loadPreprocessSidecar(s.model);

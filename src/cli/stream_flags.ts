@@ -24,7 +24,8 @@ export const STREAM_FLAGS = {
   seed: { type: "string" as const, default: "0" },
 };
 
-export const STREAM_HELP = `  --batch N                 frames that arrive together (default 64; 1 = a camera, frame by frame): every
+export const STREAM_HELP =
+  `  --batch N                 frames that arrive together (default 64; 1 = a camera, frame by frame): every
                             answer comes before the method learns from it, whatever N
   --memory N|auto           frames the memory bank keeps = the minibatch of each learning step (default
                             auto: the largest the budget allows, up to 64)
@@ -58,7 +59,10 @@ export function parseStreamFlags(flags: Record<string, unknown>): StreamFlags {
 /** Each domain's frames in the requested order (the same seed, the same stream). */
 export function orderStreams(domains: Domain[], f: StreamFlags): Domain[] {
   if (f.order.kind === "given") return domains;
-  return domains.map((d) => ({ ...d, set: subset(d.set, streamOrder(d.set.n, d.set.labels, f.order, f.seed)) }));
+  return domains.map((d) => ({
+    ...d,
+    set: subset(d.set, streamOrder(d.set.n, d.set.labels, f.order, f.seed)),
+  }));
 }
 
 /** The method's stream settings for a memory of `capacity` frames. */

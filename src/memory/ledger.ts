@@ -7,7 +7,15 @@
  */
 
 /** `bank`: the frames a streaming method keeps to adapt on (src/methods/memory_bank.ts). */
-export const CATEGORIES = ["weights", "activations", "saved", "grads", "optimizer", "workspace", "bank"] as const;
+export const CATEGORIES = [
+  "weights",
+  "activations",
+  "saved",
+  "grads",
+  "optimizer",
+  "workspace",
+  "bank",
+] as const;
 export type Category = typeof CATEGORIES[number];
 
 export type ByCategory = Record<Category, number>;

@@ -26,7 +26,12 @@ export function augment(x: Tensor, rng: Rng, options: AugmentOptions = {}): Tens
   const rows = { shape: [n, per], aStrides: [per, 1], bStrides: [1, 0] };
   b.run("binary", { a: x.storage, b: scale.storage, out: scaled.storage, attrs: { op: "mul", ...rows } });
   const shifted = Tensor.empty(b, x.shape);
-  b.run("binary", { a: scaled.storage, b: shift.storage, out: shifted.storage, attrs: { op: "add", ...rows } });
+  b.run("binary", {
+    a: scaled.storage,
+    b: shift.storage,
+    out: shifted.storage,
+    attrs: { op: "add", ...rows },
+  });
   const out = Tensor.empty(b, x.shape);
   b.run("binary", {
     a: shifted.storage,

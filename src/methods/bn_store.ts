@@ -10,7 +10,11 @@ import { keep, Tensor } from "../tensor.ts";
 import { batchNorms } from "./tta.ts";
 
 function copy(from: Tensor, to: Tensor): void {
-  from.backend.run("copy", { x: from.storage, out: to.storage, attrs: { n: from.size, srcOffset: 0, dstOffset: 0 } });
+  from.backend.run("copy", {
+    x: from.storage,
+    out: to.storage,
+    attrs: { n: from.size, srcOffset: 0, dstOffset: 0 },
+  });
 }
 
 /** The four tensors of a BN layer, in a fixed order. */
@@ -74,7 +78,11 @@ export class BnStore {
           out: diff.storage,
           attrs: { op: "sub", shape: [own.size], aStrides: [1], bStrides: [1] },
         });
-        b.run("axpy", { x: diff.storage, out: own.storage, attrs: { n: own.size, alpha: nu, accumulate: true } });
+        b.run("axpy", {
+          x: diff.storage,
+          out: own.storage,
+          attrs: { n: own.size, alpha: nu, accumulate: true },
+        });
         diff.dispose();
       }
     });

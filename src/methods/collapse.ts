@@ -61,7 +61,9 @@ export class CollapseGuard {
       if (this.#failing >= this.#patience) {
         return this.#collapse(
           m,
-          `predictions on the memory bank use ${predicted.toFixed(2)} effective classes, below ${this.#ratio} x ` +
+          `predictions on the memory bank use ${
+            predicted.toFixed(2)
+          } effective classes, below ${this.#ratio} x ` +
             `the ${labels.toFixed(2)} of its labels`,
         );
       }
@@ -86,7 +88,9 @@ export class CollapseGuard {
     if (eff < this.#ratio * this.#reference) {
       return this.#collapse(
         m,
-        `answers use ${eff.toFixed(2)} effective classes over ${window.length} frames, below ${this.#ratio} x ` +
+        `answers use ${
+          eff.toFixed(2)
+        } effective classes over ${window.length} frames, below ${this.#ratio} x ` +
           `the ${this.#reference.toFixed(2)} of the first window`,
       );
     }

@@ -22,10 +22,14 @@ export function weightedEntropy(logits: Tensor, weights: Float32Array): Tensor {
 export function softCrossEntropy(logits: Tensor, targets: Float64Array, weights: ArrayLike<number>): Tensor {
   const [n, c] = logits.shape;
   if (targets.length !== n * c || weights.length !== n) {
-    throw new Error(`softCrossEntropy(): ${targets.length} targets and ${weights.length} weights for [${n}, ${c}]`);
+    throw new Error(
+      `softCrossEntropy(): ${targets.length} targets and ${weights.length} weights for [${n}, ${c}]`,
+    );
   }
   const pick = new Float32Array(n * c);
-  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) pick[i * c + k] = -weights[i] * targets[i * c + k] / n;
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < c; k++) pick[i * c + k] = -weights[i] * targets[i * c + k] / n;
+  }
   const q = Tensor.from(logits.backend, pick, [n, c]);
   const lp = logSoftmax(logits);
   const prod = mul(lp, q);

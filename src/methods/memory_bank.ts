@@ -163,7 +163,9 @@ export class MemoryBank {
       throw new Error(`MemoryBank: a state of capacity ${meta[0]} does not fit a bank of ${this.#capacity}`);
     }
     this.#classes = meta[1];
-    const labels = state[`${prefix}.labels`], u = state[`${prefix}.uncertainty`], age = state[`${prefix}.age`];
+    const labels = state[`${prefix}.labels`],
+      u = state[`${prefix}.uncertainty`],
+      age = state[`${prefix}.age`];
     this.#items = Array.from(labels, (l, i) => ({ label: l, uncertainty: u[i], age: age[i] }));
     const frames = state[`${prefix}.frames`], shape = state[`${prefix}.shape`];
     if (frames && shape) {
@@ -231,8 +233,16 @@ export class MemoryBank {
       const per = frames.size / this.capacity;
       // Through a temporary: WebGPU cannot bind one buffer as a kernel's input and its output.
       const tmp = Tensor.empty(b, [per], { category: "workspace" });
-      b.run("copy", { x: frames.storage, out: tmp.storage, attrs: { n: per, srcOffset: last * per, dstOffset: 0 } });
-      b.run("copy", { x: tmp.storage, out: frames.storage, attrs: { n: per, srcOffset: 0, dstOffset: i * per } });
+      b.run("copy", {
+        x: frames.storage,
+        out: tmp.storage,
+        attrs: { n: per, srcOffset: last * per, dstOffset: 0 },
+      });
+      b.run("copy", {
+        x: tmp.storage,
+        out: frames.storage,
+        attrs: { n: per, srcOffset: 0, dstOffset: i * per },
+      });
       tmp.dispose();
       this.#items[i] = this.#items[last];
     }

@@ -33,7 +33,13 @@ import { BnStore } from "./bn_store.ts";
 import { type AdaptDescriptor, methodSettings } from "./descriptor.ts";
 import { softCrossEntropy } from "./losses.ts";
 import type { Adam, SGD } from "../ops/optim.ts";
-import { type LearnResult, predictLogits, statisticsForward, type StreamCore, streamed } from "./streaming.ts";
+import {
+  type LearnResult,
+  predictLogits,
+  statisticsForward,
+  type StreamCore,
+  streamed,
+} from "./streaming.ts";
 import {
   bnState,
   learnMode,

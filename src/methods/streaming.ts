@@ -14,7 +14,7 @@
  */
 import { noGrad } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
-import { Tensor } from "../tensor.ts";
+import type { Tensor } from "../tensor.ts";
 import { CollapseGuard } from "./collapse.ts";
 import { MemoryBank } from "./memory_bank.ts";
 import type { AdaptMethodName } from "./registry.ts";
@@ -262,7 +262,10 @@ export async function statisticsForward(model: Module, x: Tensor): Promise<void>
 }
 
 /** Logits of x from `model` in predict mode (target statistics), without recording a graph. */
-export async function predictLogits(model: Module, x: Tensor): Promise<{ logits: Float32Array; classes: number }> {
+export async function predictLogits(
+  model: Module,
+  x: Tensor,
+): Promise<{ logits: Float32Array; classes: number }> {
   predictMode(model);
   const out = noGrad(() => model.call(x));
   try {

@@ -73,7 +73,9 @@ Deno.test("serve: one client posting frames one by one gets adapt --batch 1's on
   const error = wrong / FRAMES;
   console.log(
     `serve, one client, ${FRAMES} frames: online error ${(100 * error).toFixed(2)}% ` +
-      `(adapt --batch 1 ${(100 * adapt.error!).toFixed(2)}%, unadapted ${(100 * unadapted.error!).toFixed(2)}%), ` +
+      `(adapt --batch 1 ${(100 * adapt.error!).toFixed(2)}%, unadapted ${
+        (100 * unadapted.error!).toFixed(2)
+      }%), ` +
       `${fps.toFixed(1)} frames/s with ${adapt.adaptation_steps} learning steps`,
   );
   ok(Math.abs(error - adapt.error!) <= 0.02, `serve ${error} vs adapt ${adapt.error}`);

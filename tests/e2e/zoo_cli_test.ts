@@ -224,6 +224,8 @@ Deno.test("edgetrain adapt --method bn and tent run on PRESERVE exports across t
         method,
         "--batch",
         "4",
+        "--memory",
+        "4",
         ...COMMON,
       ]),
     );

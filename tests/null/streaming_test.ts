@@ -115,7 +115,8 @@ Deno.test("streamOrder() replays iid, sorted and dirichlet orders of the same fr
   deepEqual(streamOrder(200, labels, parseOrder("iid"), 1), iid, "seeded");
   const sorted = Array.from(streamOrder(200, labels, parseOrder("sorted"), 1), (i) => labels[i]);
   deepEqual(sorted, [...sorted].sort((a, c) => a - c), "sorted by class");
-  const runs = (o: Int32Array) => Array.from(o, (i) => labels[i]).filter((l, i, a) => i > 0 && l !== a[i - 1]).length;
+  const runs = (o: Int32Array) =>
+    Array.from(o, (i) => labels[i]).filter((l, i, a) => i > 0 && l !== a[i - 1]).length;
   const d = streamOrder(200, labels, parseOrder("dirichlet:0.1"), 1);
   ok(runs(d) < runs(iid), `dirichlet:0.1 has fewer class changes (${runs(d)}) than iid (${runs(iid)})`);
 });
