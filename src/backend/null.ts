@@ -6,18 +6,38 @@
  * allocation, retain, release and recategorisation is counted exactly as the CPU backend counts it. Host
  * code that branches on data sees zeros; methods expose a "plan" switch that takes the most expensive side
  * of such branches (src/methods/registry.ts).
+ *
+ * With `allocator`, it also runs a real backend's allocation policy (src/memory/allocator.ts) on the same
+ * alloc/free sequence: the CPU arena's placement or the WebGPU pool's size classes and free lists, so the
+ * estimate includes the bytes that allocator holds at its high-water mark, not only the ledger's.
  */
+import { type AllocatorTarget, SimulatedAllocator } from "../memory/allocator.ts";
 import { type Category, Ledger } from "../memory/ledger.ts";
 import type { AllocOptions, Backend, HostArray, Storage } from "./backend.ts";
 import type { KernelArgs, KernelName } from "./kernels.ts";
 
 let nextStorageId = 1;
 
+export interface NullBackendOptions {
+  /** The backend whose allocator to simulate (none by default: the ledger only). */
+  allocator?: AllocatorTarget;
+  /** The WebGPU device's maxBufferSize, for the pool's size classes (default 2^32). */
+  maxBufferSize?: number;
+}
+
 export class NullBackend implements Backend {
   readonly name = "null";
   readonly ledger = new Ledger();
   readonly floatPrecision = "f32";
   readonly maxElements = 2 ** 31 - 1;
+  /** The simulated allocator, when one was asked for. */
+  allocator: SimulatedAllocator | null;
+
+  constructor(options: NullBackendOptions = {}) {
+    this.allocator = options.allocator
+      ? new SimulatedAllocator(options.allocator, { maxBufferSize: options.maxBufferSize })
+      : null;
+  }
 
   alloc(length: number, options: AllocOptions): Storage {
     if (!Number.isInteger(length) || length < 0) throw new Error(`alloc(): invalid length ${length}`);
@@ -30,6 +50,7 @@ export class NullBackend implements Backend {
       refs: 1,
     };
     if (options.tag !== undefined) s.tag = options.tag;
+    this.allocator?.alloc(s.id, s.bytes);
     this.ledger.allocated(s.bytes, s.category, s.tag);
     return s;
   }
@@ -41,7 +62,9 @@ export class NullBackend implements Backend {
 
   release(s: Storage): void {
     if (s.refs <= 0) throw new Error(`release(): storage ${s.id} was already freed`);
-    if (--s.refs === 0) this.ledger.freed(s.bytes, s.category, s.tag);
+    if (--s.refs > 0) return;
+    this.allocator?.free(s.id);
+    this.ledger.freed(s.bytes, s.category, s.tag);
   }
 
   recategorize(s: Storage, category: Category, tag?: string): void {
@@ -60,6 +83,7 @@ export class NullBackend implements Backend {
 
   read(s: Storage): Promise<HostArray> {
     if (s.refs <= 0) throw new Error(`read(): storage ${s.id} was already freed`);
+    this.allocator?.read(s.bytes);
     return Promise.resolve(s.dtype === "u32" ? new Uint32Array(s.length) : new Float32Array(s.length));
   }
 

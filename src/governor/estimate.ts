@@ -8,6 +8,7 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { NullBackend } from "../backend/null.ts";
+import type { AllocatorPeak, AllocatorTarget, SimulatedAllocator } from "../memory/allocator.ts";
 import type { ByCategory } from "../memory/ledger.ts";
 import { type ConcreteStore, type StoreName, withStore } from "../memory/policy.ts";
 import type { AdaptDescriptor, TrainDescriptor } from "../methods/descriptor.ts";
@@ -50,26 +51,46 @@ export interface Estimate {
   peak_by_category: ByCategory;
   weights_bytes: number;
   trainable_parameters: number;
+  /** The target backend's allocator at its high-water mark over model load and the run (null: no target). */
+  allocator: AllocatorPeak | null;
+}
+
+export interface EstimatorOptions {
+  /** Simulate this backend's allocator (its arena or pool) on the same allocations as the ledger. */
+  target?: AllocatorTarget;
+  /** The WebGPU device's maxBufferSize (pool size classes). */
+  maxBufferSize?: number;
 }
 
 export class Estimator {
   readonly inputShape: readonly number[];
-  readonly #backend = new GuardedBackend(new NullBackend());
+  readonly #null: NullBackend;
+  readonly #backend: GuardedBackend;
   readonly #model: Module;
   readonly #weights: number;
+  /** The simulated allocator right after the model was built: every run starts from it. */
+  readonly #loaded: SimulatedAllocator | null;
   readonly #cache = new Map<string, Promise<Estimate>>();
   /** Estimates run one at a time: they share the null model and its ledger. */
   #queue: Promise<unknown> = Promise.resolve();
 
   /** `build` makes the model on the backend it is given; `input` is one sample's shape [C, H, W]. */
-  constructor(build: (backend: Backend) => Module, input: readonly number[]) {
+  constructor(build: (backend: Backend) => Module, input: readonly number[], options: EstimatorOptions = {}) {
     this.inputShape = [...input];
+    this.#null = new NullBackend({ allocator: options.target, maxBufferSize: options.maxBufferSize });
+    this.#backend = new GuardedBackend(this.#null);
     this.#model = build(this.#backend);
     this.#weights = this.#backend.ledger.liveBytes;
+    this.#loaded = this.#null.allocator?.clone() ?? null;
   }
 
-  static forOnnx(onnx: OnnxModel, input: readonly number[]): Estimator {
-    return new Estimator((b) => importOnnx(b, onnx), input);
+  static forOnnx(onnx: OnnxModel, input: readonly number[], options: EstimatorOptions = {}): Estimator {
+    return new Estimator((b) => importOnnx(b, onnx), input, options);
+  }
+
+  /** The backend whose allocator the estimates simulate, if any. */
+  get target(): AllocatorTarget | undefined {
+    return this.#loaded?.target;
   }
 
   get weightsBytes(): number {
@@ -98,6 +119,7 @@ export class Estimator {
     const before = ledger.liveBytes;
     const shape = [o.batch, ...this.inputShape];
     const steps = o.steps ?? (o.method === "eata" ? 4 : d.backward ? 2 : 1);
+    this.#null.allocator = this.#loaded?.clone() ?? null;
     const trainable = await withStore(
       store,
       () => d.task === "adapt" ? this.#adapt(d, o, store, shape, steps) : this.#train(d, o, shape, steps),
@@ -118,6 +140,7 @@ export class Estimator {
       peak_by_category: snap.peak,
       weights_bytes: this.#weights,
       trainable_parameters: trainable,
+      allocator: this.#null.allocator?.peak() ?? null,
     };
   }
 
