@@ -32,6 +32,7 @@ export class NullBackend implements Backend {
   readonly maxElements = 2 ** 31 - 1;
   /** The simulated allocator, when one was asked for. */
   allocator: SimulatedAllocator | null;
+  #zeros = new ArrayBuffer(0);
 
   constructor(options: NullBackendOptions = {}) {
     this.allocator = options.allocator
@@ -84,7 +85,14 @@ export class NullBackend implements Backend {
   read(s: Storage): Promise<HostArray> {
     if (s.refs <= 0) throw new Error(`read(): storage ${s.id} was already freed`);
     this.allocator?.read(s.bytes);
-    return Promise.resolve(s.dtype === "u32" ? new Uint32Array(s.length) : new Float32Array(s.length));
+    // Zeros in one shared buffer: the governor's many runs would otherwise leave megabytes of garbage per
+    // estimate (a method's host copy of the parameters, every chunk's logits) in the process it plans for.
+    if (this.#zeros.byteLength < s.bytes) this.#zeros = new ArrayBuffer(s.bytes);
+    const out = s.dtype === "u32"
+      ? new Uint32Array(this.#zeros, 0, s.length)
+      : new Float32Array(this.#zeros, 0, s.length);
+    out.fill(0); // a caller may have written into the last one
+    return Promise.resolve(out);
   }
 
   run<K extends KernelName>(_kernel: K, _args: KernelArgs<K>): void {}

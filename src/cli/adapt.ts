@@ -15,7 +15,8 @@ import { outputShape } from "../data/preprocess.ts";
 import { withStore } from "../memory/policy.ts";
 import { RuntimeGuard } from "../governor/guard.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
-import { governed, GOVERNOR_FLAGS } from "./plan.ts";
+import { governed, GOVERNOR_FLAGS, memoryReport } from "./plan.ts";
+import { sampleRss } from "../devices/footprint.ts";
 import { progressObserver } from "./progress.ts";
 import { predictionsObserver, predictionsWriter } from "./predict.ts";
 import { predictionsFormat } from "../data/predictions_out.ts";
@@ -110,6 +111,7 @@ export default async function adapt(args: string[]): Promise<number> {
     backend,
     guard: true,
     warmup: warmup !== undefined,
+    samples: streams.reduce((n, s) => n + s.set.n, 0),
   });
   const { batch, store } = gov;
   const descriptor = adaptMethod(gov.method);
@@ -149,6 +151,7 @@ export default async function adapt(args: string[]): Promise<number> {
       collapseGuard: !flags["no-collapse-guard"],
       observers: [
         progressObserver(m.name, total),
+        { chunk: sampleRss },
         ...(writer ? [predictionsObserver(writer, streams)] : []),
       ],
       guard,
@@ -180,6 +183,7 @@ export default async function adapt(args: string[]): Promise<number> {
     ...(writer ? { out: writer.path, rows: writer.rows } : {}),
     store,
     predicted_peak_bytes: gov.predicted_peak_bytes,
+    ...memoryReport(gov, backend),
     ...(gov.plan
       ? {
         budget_bytes: gov.plan.budget_bytes,

@@ -10,7 +10,16 @@ import { NullBackend } from "../backend/null.ts";
 import { CATEGORIES } from "../memory/ledger.ts";
 import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
-import { Estimator } from "../governor/estimate.ts";
+import { type Estimate, Estimator } from "../governor/estimate.ts";
+import type { ProcessContext } from "../governor/process.ts";
+import {
+  allocatorHeldBytes,
+  builtinFootprint,
+  type Footprint,
+  peakRssBytes,
+  rssBytes,
+  tensorsInProcess,
+} from "../devices/footprint.ts";
 import { BATCH_CAP, DEFAULT_MARGIN, type Plan, planRun } from "../governor/planner.ts";
 import {
   autoCandidates,
@@ -101,6 +110,10 @@ export interface GovernOptions {
   guard?: boolean;
   /** EcoTTA gets clean warm-up data; without it `--method auto` does not pick EcoTTA (see planFor). */
   warmup?: boolean;
+  /** Samples the run will feed in all (decode buffers waiting for the garbage collector are bounded by it). */
+  samples?: number;
+  /** The backend the run uses, when it is not open (plan): "cpu" or "webgpu", with its adapter. */
+  target?: { backend: "cpu" | "webgpu"; adapter?: string; maxBufferSize?: number };
 }
 
 export interface Governed {
@@ -109,6 +122,8 @@ export interface Governed {
   store: ConcreteStore;
   /** null when the estimator cannot model this graph (the run goes on without a prediction). */
   predicted_peak_bytes: number | null;
+  /** The chosen configuration's estimate (ledger, allocator and process), when there is one. */
+  estimate: Estimate | null;
   estimator: Estimator;
   /** Present when the planner chose (a budget, a device, or an auto flag). */
   plan?: Plan & { budget_source: string };
@@ -129,25 +144,25 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   const batch = o.batch === "auto" ? undefined : parseNumber("batch", o.batch, { integer: true, min: 1 })!;
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
     o.device !== undefined || o.resolved !== undefined;
-  const estimator = Estimator.forOnnx(o.model.onnx, o.input);
+  const estimator = await processEstimator(o);
   if (!plans) {
     const method = o.method as MethodName;
-    let predicted: number | null = null;
+    let e: Estimate | null = null;
     const store = resolveStore(o.store, method);
     try {
-      const e = await estimator.estimate({
-        method,
-        batch: batch!,
-        store,
-        topBlocks: o.topBlocks,
-        guard: o.guard,
-      });
-      predicted = e.peak_bytes;
+      e = await estimator.estimate({ method, batch: batch!, store, topBlocks: o.topBlocks, guard: o.guard });
     } catch {
       // No prediction (flags the method itself will reject with its own message when it runs): the run goes
       // on and reports predicted_peak_bytes null.
     }
-    return { method, batch: batch!, store, predicted_peak_bytes: predicted, estimator };
+    return {
+      method,
+      batch: batch!,
+      store,
+      predicted_peak_bytes: e?.peak_bytes ?? null,
+      estimate: e,
+      estimator,
+    };
   }
   const budget = o.resolved ?? await resolveBudget(o.budget, o.device, o.backend);
   const candidates = o.method === "auto" ? autoCandidates(o.task) : [methodNamed(o.method)];
@@ -158,7 +173,7 @@ export async function governed(o: GovernOptions): Promise<Governed> {
       if (why) unavailable[m.name] = why;
     }
   }
-  const plan = await planRun(estimator, {
+  const request = {
     budgetBytes: budget.bytes,
     margin: o.margin,
     methods: candidates.map((m) => m.name),
@@ -168,15 +183,98 @@ export async function governed(o: GovernOptions): Promise<Governed> {
     topBlocks: o.topBlocks,
     guard: o.guard,
     unavailable,
-  });
+  };
+  let plan = await planRun(estimator, request);
+  // Planning runs many estimates, and the JS heap they grew stays resident: plan again from the base measured
+  // now (the estimates are cached, so this costs little) until it no longer grows.
+  for (let k = 0; k < 3 && o.backend; k++) {
+    const base = measuredBase(o.backend);
+    if (base <= (estimator.process.measuredBaseBytes ?? Infinity)) break;
+    estimator.process.measuredBaseBytes = base;
+    plan = await planRun(estimator, request);
+  }
   if (!plan.fits && o.requireFit !== false) throw new Error(plan.reason);
   return {
     method: plan.method,
     batch: plan.batch,
     store: plan.store,
     predicted_peak_bytes: plan.predicted_peak_bytes,
+    estimate: await estimator.estimate({
+      method: plan.method,
+      batch: plan.batch,
+      store: plan.store,
+      topBlocks: o.topBlocks,
+      guard: o.guard,
+    }),
     estimator,
     plan: { ...plan, budget_source: budget.source },
+  };
+}
+
+/**
+ * The estimator for a run on `o.backend` (or `o.target`): it simulates that backend's allocator, and its
+ * process context takes the footprint of the --device profile when it has one for this backend, else the
+ * built-in one. A run with an open backend measures its own base (RSS less what the allocator holds: the
+ * runtime, the backend, the model and the images) instead of taking the footprint's.
+ */
+async function processEstimator(o: GovernOptions): Promise<Estimator> {
+  const b = o.backend ? innermost(o.backend) as Backend & { limits?: GPUSupportedLimits } : undefined;
+  const backend = b ? (b.name === "webgpu" ? "webgpu" : "cpu") : o.target?.backend ?? "cpu";
+  const profile = o.device && o.device !== "auto" ? await loadProfile(o.device) : undefined;
+  const builtin = builtinFootprint(backend);
+  let footprint: Footprint = profile?.footprint?.backend === backend ? profile.footprint : builtin;
+  const inProcess = b
+    ? tensorsInProcess(b)
+    : o.target?.adapter === undefined
+    ? footprint.tensors_in_process
+    : /llvmpipe|lavapipe|swiftshader/i.test(o.target.adapter);
+  footprint = { ...footprint, tensors_in_process: inProcess };
+  const process: ProcessContext = { footprint, modelHostBytes: 0, samples: o.samples };
+  const estimator = Estimator.forOnnx(o.model.onnx, o.input, {
+    target: backend,
+    maxBufferSize: b?.limits?.maxBufferSize ?? o.target?.maxBufferSize,
+    process,
+  });
+  // The file's bytes and the decoded initializers (the imported tensors are the allocator's).
+  process.modelHostBytes = (await Deno.stat(o.model.path)).size + estimator.weightsBytes;
+  if (b) {
+    await b.sync(); // the model's pending uploads land first: WebGPU stages them on the host
+    process.measuredBaseBytes = measuredBase(b);
+  }
+  return estimator;
+}
+
+/** Resident bytes of this process now, less what `backend`'s allocator holds of them. */
+function measuredBase(backend: Backend): number {
+  return rssBytes() - (tensorsInProcess(backend) ? allocatorHeldBytes(backend) : 0);
+}
+
+/**
+ * The memory figures `adapt` and `train` report next to the ledger's: predicted and measured process peak
+ * (VmHWM, or the sampled RSS off Linux), the allocator's predicted and measured high-water bytes, and the
+ * device memory (WebGPU exposes none: null, with why).
+ */
+export function memoryReport(gov: Governed, backend: Backend): Record<string, unknown> {
+  const e = gov.estimate;
+  const b = innermost(backend) as Backend & { memoryStats?: () => Record<string, number> };
+  const stats = b.memoryStats?.();
+  const rss = peakRssBytes();
+  return {
+    predicted_process_peak_bytes: e?.process_peak_bytes ?? null,
+    process_peak_bytes: rss.bytes,
+    process_peak_source: rss.source,
+    process_terms: e?.process_terms ?? null,
+    predicted_allocator_peak_bytes: e?.allocator?.peak_bytes ?? null,
+    allocator_peak_bytes: stats ? (b.name === "cpu" ? stats.residentBytes : stats.peakBytes) ?? null : null,
+    predicted_device_peak_bytes: e?.device_peak_bytes ?? null,
+    device_peak_bytes: null,
+    ...(b.name === "webgpu"
+      ? {
+        device_note: tensorsInProcess(b)
+          ? "a CPU adapter: its device memory is the process's, counted in process_peak_bytes"
+          : "WebGPU does not expose device memory use; see predicted_device_peak_bytes",
+      }
+      : {}),
   };
 }
 

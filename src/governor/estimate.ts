@@ -23,6 +23,8 @@ import type { OnnxModel } from "../onnx/model.ts";
 import { Tensor } from "../tensor.ts";
 import { RuntimeGuard } from "./guard.ts";
 import { GuardedBackend } from "./guarded_backend.ts";
+import { builtinFootprint } from "../devices/footprint.ts";
+import { predictProcess, type ProcessContext, type ProcessPrediction } from "./process.ts";
 
 export interface EstimateOptions {
   method: MethodName;
@@ -39,7 +41,8 @@ export interface EstimateOptions {
   steps?: number;
 }
 
-export interface Estimate {
+/** The ledger's figures of a run on the null backend (what the estimator caches). */
+interface LedgerEstimate {
   method: MethodName;
   batch: number;
   store: ConcreteStore;
@@ -55,11 +58,16 @@ export interface Estimate {
   allocator: AllocatorPeak | null;
 }
 
+/** An estimate: the ledger's peak and the process's (src/governor/process.ts). */
+export type Estimate = LedgerEstimate & ProcessPrediction;
+
 export interface EstimatorOptions {
   /** Simulate this backend's allocator (its arena or pool) on the same allocations as the ledger. */
   target?: AllocatorTarget;
   /** The WebGPU device's maxBufferSize (pool size classes). */
   maxBufferSize?: number;
+  /** What the process adds to the tensors (default: the target's built-in footprint, the model twice). */
+  process?: ProcessContext;
 }
 
 export class Estimator {
@@ -70,7 +78,9 @@ export class Estimator {
   readonly #weights: number;
   /** The simulated allocator right after the model was built: every run starts from it. */
   readonly #loaded: SimulatedAllocator | null;
-  readonly #cache = new Map<string, Promise<Estimate>>();
+  readonly #cache = new Map<string, Promise<LedgerEstimate>>();
+  /** The process context every estimate's process_peak_bytes is computed in. */
+  process: ProcessContext;
   /** Estimates run one at a time: they share the null model and its ledger. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -82,6 +92,10 @@ export class Estimator {
     this.#model = build(this.#backend);
     this.#weights = this.#backend.ledger.liveBytes;
     this.#loaded = this.#null.allocator?.clone() ?? null;
+    this.process = options.process ?? {
+      footprint: builtinFootprint(options.target ?? "cpu"),
+      modelHostBytes: 2 * this.#weights,
+    };
   }
 
   static forOnnx(onnx: OnnxModel, input: readonly number[], options: EstimatorOptions = {}): Estimator {
@@ -110,10 +124,21 @@ export class Estimator {
       this.#queue = e.catch(() => {});
       this.#cache.set(key, e);
     }
-    return e;
+    const input = this.inputShape;
+    return e.then((l) => ({
+      ...l,
+      ...predictProcess({
+        batch: l.batch,
+        input,
+        weightsBytes: l.weights_bytes,
+        keepsSource: methodNamed(l.method).task === "adapt",
+        allocator: l.allocator,
+        ledgerPeakBytes: l.peak_bytes,
+      }, this.process),
+    }));
   }
 
-  async #run(o: EstimateOptions, store: ConcreteStore): Promise<Estimate> {
+  async #run(o: EstimateOptions, store: ConcreteStore): Promise<LedgerEstimate> {
     const d = methodNamed(o.method);
     const ledger = this.#backend.ledger;
     const before = ledger.liveBytes;
