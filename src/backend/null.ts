@@ -4,7 +4,7 @@
  * The governor runs the real model and the real method step on it and reads its ledger, so an estimate is
  * what the code allocates, by construction: there is no second model of the engine to keep in step. Every
  * allocation, retain, release and recategorisation is counted exactly as the CPU backend counts it. Host
- * code that branches on data sees zeros; methods expose a "plan" switch that takes the most expensive side
+ * code that branches on data sees zeros (views of one shared buffer, valid until the next read); methods expose a "plan" switch that takes the most expensive side
  * of such branches (src/methods/registry.ts).
  *
  * With `allocator`, it also runs a real backend's allocation policy (src/memory/allocator.ts) on the same
@@ -32,6 +32,8 @@ export class NullBackend implements Backend {
   readonly maxElements = 2 ** 31 - 1;
   /** The simulated allocator, when one was asked for. */
   allocator: SimulatedAllocator | null;
+  /** Allocations made so far (the estimator derives the JS garbage of a step from it). */
+  allocations = 0;
   #zeros = new ArrayBuffer(0);
 
   constructor(options: NullBackendOptions = {}) {
@@ -51,6 +53,7 @@ export class NullBackend implements Backend {
       refs: 1,
     };
     if (options.tag !== undefined) s.tag = options.tag;
+    this.allocations++;
     this.allocator?.alloc(s.id, s.bytes);
     this.ledger.allocated(s.bytes, s.category, s.tag);
     return s;

@@ -30,7 +30,7 @@ import {
   resolveStore,
 } from "../methods/registry.ts";
 import { formatBytes, parseBytes, parseFlags, parseNumber } from "./args.ts";
-import { type LoadedModel, openModel } from "./common.ts";
+import { BACKEND_FLAG, type LoadedModel, openBackend, openModel } from "./common.ts";
 import { UsageError } from "./errors.ts";
 
 export const HELP = `edgetrain plan --model M.onnx [--budget B | --device NAME|auto] [options]
@@ -50,6 +50,9 @@ ${methodHelp("train", "                              ")}
   --warmup                  adapt will have EcoTTA warm-up data (--warmup-images): auto may pick ecotta
   --input C,H,W             one sample's shape when the model does not fix it
   --margin F                safety margin as a fraction of the budget (default ${DEFAULT_MARGIN})
+  --backend webgpu|cpu|auto the backend the run will use (default auto: WebGPU when an adapter exists): its
+                            allocator and its footprint (the --device profile's, else built in) go into the
+                            process's predicted peak, which is what must fit the budget
   --json                    print one JSON object on stdout`;
 
 export interface Budget {
@@ -292,10 +295,31 @@ function parseInput(value: string | undefined, model: LoadedModel): number[] {
   return [...model.inputShape];
 }
 
+/** The ledger's categories at the predicted peak, then the terms of the process's predicted peak. */
 export function planTable(plan: Plan): string[] {
-  const lines = CATEGORIES.map((c) => `  ${c.padEnd(12)} ${formatBytes(plan.by_category[c]).padStart(10)}`);
-  lines.push(`  ${"total".padEnd(12)} ${formatBytes(plan.predicted_peak_bytes).padStart(10)}`);
+  const row = (name: string, bytes: number) => `  ${name.padEnd(14)} ${formatBytes(bytes).padStart(10)}`;
+  const lines = ["tensors (ledger):", ...CATEGORIES.map((c) => row(c, plan.by_category[c]))];
+  lines.push(row("total", plan.predicted_peak_bytes), "process:");
+  for (const [k, v] of Object.entries(plan.process_terms)) lines.push(row(k.replace(/_bytes$/, ""), v));
+  lines.push(row("total", plan.predicted_process_peak_bytes));
+  if (plan.predicted_device_peak_bytes !== null) {
+    lines.push(row("device memory", plan.predicted_device_peak_bytes));
+  }
   return lines;
+}
+
+/** The backend `adapt` would open for --backend (an adapter's description and limits for WebGPU). */
+async function planTarget(choice: string | undefined): Promise<NonNullable<GovernOptions["target"]>> {
+  if (choice === "cpu") return { backend: "cpu" };
+  const b = await openBackend(choice, false);
+  try {
+    const gpu = b as Backend & { adapterDescription?: string; limits?: GPUSupportedLimits };
+    return b.name === "webgpu"
+      ? { backend: "webgpu", adapter: gpu.adapterDescription, maxBufferSize: gpu.limits?.maxBufferSize }
+      : { backend: "cpu" };
+  } finally {
+    b.dispose();
+  }
 }
 
 export default async function plan(args: string[]): Promise<number> {
@@ -312,6 +336,7 @@ export default async function plan(args: string[]): Promise<number> {
     margin: { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
+    ...BACKEND_FLAG,
   });
   if (flags.help) {
     console.log(HELP);
@@ -326,6 +351,7 @@ export default async function plan(args: string[]): Promise<number> {
   const margin = parseNumber("margin", flags.margin, { min: 0, max: 0.9 });
   const topBlocks = parseNumber("top-blocks", flags["top-blocks"], { integer: true, min: 0 });
   const budget = await resolveBudget(flags.budget, flags.device);
+  const target = await planTarget(flags.backend);
   const g = await governed({
     task,
     method: flags.method!,
@@ -339,10 +365,11 @@ export default async function plan(args: string[]): Promise<number> {
     margin,
     guard: task === "adapt",
     warmup: flags.warmup,
+    target,
   });
   const p = g.plan!;
   if (flags.json) {
-    console.log(JSON.stringify({ model: model.path, task, input, ...p }));
+    console.log(JSON.stringify({ model: model.path, task, input, backend: target.backend, ...p }));
     return p.fits ? 0 : 1;
   }
   console.log(
@@ -352,7 +379,8 @@ export default async function plan(args: string[]): Promise<number> {
       `margin ${p.margin * 100}%`,
   );
   console.log(
-    `${p.method}, batch ${p.batch}, store ${p.store}: predicted peak ${formatBytes(p.predicted_peak_bytes)}`,
+    `${p.method}, batch ${p.batch}, store ${p.store}: predicted peak ${formatBytes(p.predicted_peak_bytes)}` +
+      ` of tensors, ${formatBytes(p.predicted_process_peak_bytes)} for the process on ${target.backend}`,
   );
   for (const l of planTable(p)) console.log(l);
   console.log(`why: ${p.reason}`);

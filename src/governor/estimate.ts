@@ -56,6 +56,8 @@ interface LedgerEstimate {
   trainable_parameters: number;
   /** The target backend's allocator at its high-water mark over model load and the run (null: no target). */
   allocator: AllocatorPeak | null;
+  /** Backend allocations per chunk (each leaves a few JS objects for the garbage collector). */
+  allocations_per_step: number;
 }
 
 /** An estimate: the ledger's peak and the process's (src/governor/process.ts). */
@@ -134,6 +136,7 @@ export class Estimator {
         keepsSource: methodNamed(l.method).task === "adapt",
         allocator: l.allocator,
         ledgerPeakBytes: l.peak_bytes,
+        allocationsPerStep: l.allocations_per_step,
       }, this.process),
     }));
   }
@@ -145,6 +148,7 @@ export class Estimator {
     const shape = [o.batch, ...this.inputShape];
     const steps = o.steps ?? (o.method === "eata" ? 4 : d.backward ? 2 : 1);
     this.#null.allocator = this.#loaded?.clone() ?? null;
+    const allocations = this.#null.allocations;
     const trainable = await withStore(
       store,
       () => d.task === "adapt" ? this.#adapt(d, o, store, shape, steps) : this.#train(d, o, shape, steps),
@@ -166,6 +170,7 @@ export class Estimator {
       weights_bytes: this.#weights,
       trainable_parameters: trainable,
       allocator: this.#null.allocator?.peak() ?? null,
+      allocations_per_step: Math.round((this.#null.allocations - allocations) / steps),
     };
   }
 

@@ -1,7 +1,7 @@
 /**
  * The process's peak resident bytes for an estimate: what `--budget` means to a user reading `top`.
  *
- *   process = base + tensors + source state + decode buffers + staging + step
+ *   process = base + tensors + source state + garbage + staging + step
  *
  * - base: the runtime, the opened backend, the loaded model's host copies (the ONNX file and its decoded
  *   initializers) and the images. `adapt` and `train` measure it in their own process before they plan (RSS
@@ -11,8 +11,9 @@
  *   allocator.ts), when the backend's memory is the process's (the CPU backend, a CPU WebGPU adapter);
  *   on a GPU they are device memory, reported apart.
  * - source state: the host copy of the parameters every adaptation method keeps to reset to.
- * - decode buffers: a chunk's preprocessed floats, freed after its step but collected only when the
- *   garbage collector runs: up to the footprint's gc slack of them (and never more than the run's chunks).
+ * - garbage: each chunk leaves its preprocessed floats and the JS objects of its step (a few hundred bytes
+ *   per backend allocation), freed but resident until a major garbage collection: V8 runs one when they
+ *   reach roughly the footprint's gc slack, so they grow with the run's chunks up to that bound.
  * - staging: WebGPU copies a chunk's input through a staging buffer of its size.
  * - step: what the first steps add beyond all that (compiled code, pipelines, JS heap), from the footprint.
  */
@@ -36,7 +37,7 @@ export interface ProcessTerms {
   base_bytes: number;
   tensors_bytes: number;
   source_state_bytes: number;
-  decode_bytes: number;
+  garbage_bytes: number;
   staging_bytes: number;
   step_bytes: number;
 }
@@ -58,6 +59,7 @@ export interface ProcessInput {
   keepsSource: boolean;
   allocator: AllocatorPeak | null;
   ledgerPeakBytes: number;
+  allocationsPerStep: number;
 }
 
 /** The predicted peak resident bytes of the process running `e` in context `ctx`. */
@@ -67,12 +69,13 @@ export function predictProcess(e: ProcessInput, ctx: ProcessContext): ProcessPre
   // The allocator's high-water bytes (the ledger's peak when no allocator was simulated).
   const held = e.allocator ? e.allocator.peak_bytes + e.allocator.readback_peak_bytes : e.ledgerPeakBytes;
   const chunks = ctx.samples === undefined ? Infinity : Math.ceil(ctx.samples / e.batch);
-  const pending = Math.min(chunks, 1 + Math.ceil(f.gc_slack_bytes / Math.max(chunk, 1)));
+  const perChunk = chunk + f.heap_per_allocation_bytes * e.allocationsPerStep;
   const terms: ProcessTerms = {
     base_bytes: ctx.measuredBaseBytes ?? f.runtime_bytes + f.backend_bytes + ctx.modelHostBytes,
     tensors_bytes: f.tensors_in_process ? held : 0,
     source_state_bytes: e.keepsSource ? e.weightsBytes : 0,
-    decode_bytes: chunk * pending,
+    // At least the chunk being stepped on, however small the slack.
+    garbage_bytes: Math.round(Math.max(chunk, Math.min(chunks * perChunk, f.gc_slack_bytes))),
     staging_bytes: f.backend === "webgpu" ? chunk : 0,
     step_bytes: f.step_bytes,
   };
