@@ -209,6 +209,12 @@ export default async function adapt(args: string[]): Promise<number> {
         `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)` +
         (out.predicted_peak_bytes !== null ? `, predicted ${out.predicted_peak_bytes} B` : ""),
     );
+    console.log(
+      `process: peak ${out.process_peak_bytes} B resident (${out.process_peak_source})` +
+        (out.predicted_process_peak_bytes !== null
+          ? `, predicted ${out.predicted_process_peak_bytes} B`
+          : ""),
+    );
     for (const b of guard.backoffs) {
       console.log(
         `  back-off after ${b.step} steps: batch ${b.from.batch} ${b.from.store} -> ${b.to.batch} ${b.to.store}`,

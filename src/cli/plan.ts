@@ -11,7 +11,7 @@ import { CATEGORIES } from "../memory/ledger.ts";
 import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
 import { type Estimate, Estimator } from "../governor/estimate.ts";
-import type { ProcessContext } from "../governor/process.ts";
+import type { ProcessContext, ProcessTerms } from "../governor/process.ts";
 import {
   allocatorHeldBytes,
   builtinFootprint,
@@ -257,7 +257,20 @@ function measuredBase(backend: Backend): number {
  * (VmHWM, or the sampled RSS off Linux), the allocator's predicted and measured high-water bytes, and the
  * device memory (WebGPU exposes none: null, with why).
  */
-export function memoryReport(gov: Governed, backend: Backend): Record<string, unknown> {
+export interface MemoryReport {
+  predicted_process_peak_bytes: number | null;
+  process_peak_bytes: number;
+  process_peak_source: "VmHWM" | "sampled";
+  process_terms: ProcessTerms | null;
+  predicted_allocator_peak_bytes: number | null;
+  allocator_peak_bytes: number | null;
+  predicted_device_peak_bytes: number | null;
+  /** WebGPU exposes no device memory use: always null, with `device_note` saying why. */
+  device_peak_bytes: null;
+  device_note?: string;
+}
+
+export function memoryReport(gov: Governed, backend: Backend): MemoryReport {
   const e = gov.estimate;
   const b = innermost(backend) as Backend & { memoryStats?: () => Record<string, number> };
   const stats = b.memoryStats?.();
@@ -358,6 +371,7 @@ export default async function plan(args: string[]): Promise<number> {
     batch: flags.batch!,
     store: flags.store!,
     resolved: budget,
+    device: flags.device,
     requireFit: false,
     model,
     input,

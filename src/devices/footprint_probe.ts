@@ -28,7 +28,7 @@ export interface FootprintProbeOptions {
   runtimeBytes: number;
   /** Resident bytes right after it was opened. */
   openedBytes: number;
-  /** Chunks of the probe run (24) and their batch (8). */
+  /** Chunks of the probe run (16) and their batch (8). */
   chunks?: number;
   batch?: number;
 }
@@ -38,7 +38,7 @@ const INPUT = [1, 32, 32];
 const WARMUP = 4;
 
 export async function measureFootprint(backend: Backend, o: FootprintProbeOptions): Promise<Footprint> {
-  const chunks = Math.max(o.chunks ?? 24, WARMUP + 4), batch = o.batch ?? 8;
+  const chunks = Math.max(o.chunks ?? 16, WARMUP + 4), batch = o.batch ?? 8;
   const build = (b: Backend) => buildIrbNet(b, { inChannels: 1, numClasses: 10, seed: 1 });
   const estimate = await new Estimator(build, INPUT, { target: backend.name === "webgpu" ? "webgpu" : "cpu" })
     .estimate({ method: "tent", batch, store: "fp32", guard: true });

@@ -18,7 +18,13 @@ const net = (b: Backend) =>
   });
 // No runtime around the tensors, so that budgets of a few MiB exercise the planner's order: the process's
 // peak is then the tensors' plus one decode buffer and the source copy (src/governor/process.ts).
-const bare = { ...builtinFootprint("cpu"), runtime_bytes: 0, backend_bytes: 0, step_bytes: 0, gc_slack_bytes: 0 };
+const bare = {
+  ...builtinFootprint("cpu"),
+  runtime_bytes: 0,
+  backend_bytes: 0,
+  step_bytes: 0,
+  gc_slack_bytes: 0,
+};
 const est = new Estimator(net, INPUT, { target: "cpu", process: { footprint: bare, modelHostBytes: 0 } });
 const ADAPT_PREFERENCE = autoCandidates("adapt").map((m) => m.name);
 const TRAIN_PREFERENCE = autoCandidates("train").map((m) => m.name);
@@ -39,7 +45,10 @@ Deno.test("planRun() never picks a worse configuration for a larger budget, and 
   for (let mib = 0.5; mib <= 64; mib *= 1.25) {
     const plan = await planRun(est, { budgetBytes: Math.round(mib * 2 ** 20), methods, fallback: true });
     if (plan.fits) ok(plan.predicted_process_peak_bytes <= plan.usable_bytes);
-    ok(plan.predicted_peak_bytes < plan.predicted_process_peak_bytes, "the process holds more than the ledger");
+    ok(
+      plan.predicted_peak_bytes < plan.predicted_process_peak_bytes,
+      "the process holds more than the ledger",
+    );
     if (prev?.fits) {
       ok(plan.fits);
       ok(
