@@ -10,16 +10,8 @@ import { NullBackend } from "../backend/null.ts";
 import { CATEGORIES } from "../memory/ledger.ts";
 import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
-import { type Estimate, Estimator } from "../governor/estimate.ts";
-import type { ProcessContext, ProcessTerms } from "../governor/process.ts";
-import {
-  allocatorHeldBytes,
-  builtinFootprint,
-  type Footprint,
-  peakRssBytes,
-  rssBytes,
-  tensorsInProcess,
-} from "../devices/footprint.ts";
+import type { Estimate, Estimator } from "../governor/estimate.ts";
+import { measuredBase, processEstimator } from "./memory.ts";
 import { BATCH_CAP, DEFAULT_MARGIN, type Plan, planRun } from "../governor/planner.ts";
 import {
   autoCandidates,
@@ -50,6 +42,8 @@ ${methodHelp("train", "                              ")}
   --warmup                  adapt will have EcoTTA warm-up data (--warmup-images): auto may pick ecotta
   --input C,H,W             one sample's shape when the model does not fix it
   --margin F                safety margin as a fraction of the budget (default ${DEFAULT_MARGIN})
+  --samples N               images the run will feed (default: a long stream); freed host memory waiting for
+                            the garbage collector grows with them, up to a bound
   --backend webgpu|cpu|auto the backend the run will use (default auto: WebGPU when an adapter exists): its
                             allocator and its footprint (the --device profile's, else built in) go into the
                             process's predicted peak, which is what must fit the budget
@@ -214,86 +208,6 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   };
 }
 
-/**
- * The estimator for a run on `o.backend` (or `o.target`): it simulates that backend's allocator, and its
- * process context takes the footprint of the --device profile when it has one for this backend, else the
- * built-in one. A run with an open backend measures its own base (RSS less what the allocator holds: the
- * runtime, the backend, the model and the images) instead of taking the footprint's.
- */
-async function processEstimator(o: GovernOptions): Promise<Estimator> {
-  const b = o.backend ? innermost(o.backend) as Backend & { limits?: GPUSupportedLimits } : undefined;
-  const backend = b ? (b.name === "webgpu" ? "webgpu" : "cpu") : o.target?.backend ?? "cpu";
-  const profile = o.device && o.device !== "auto" ? await loadProfile(o.device) : undefined;
-  const builtin = builtinFootprint(backend);
-  let footprint: Footprint = profile?.footprint?.backend === backend ? profile.footprint : builtin;
-  const inProcess = b
-    ? tensorsInProcess(b)
-    : o.target?.adapter === undefined
-    ? footprint.tensors_in_process
-    : /llvmpipe|lavapipe|swiftshader/i.test(o.target.adapter);
-  footprint = { ...footprint, tensors_in_process: inProcess };
-  const process: ProcessContext = { footprint, modelHostBytes: 0, samples: o.samples };
-  const estimator = Estimator.forOnnx(o.model.onnx, o.input, {
-    target: backend,
-    maxBufferSize: b?.limits?.maxBufferSize ?? o.target?.maxBufferSize,
-    process,
-  });
-  // The file's bytes and the decoded initializers (the imported tensors are the allocator's).
-  process.modelHostBytes = (await Deno.stat(o.model.path)).size + estimator.weightsBytes;
-  if (b) {
-    await b.sync(); // the model's pending uploads land first: WebGPU stages them on the host
-    process.measuredBaseBytes = measuredBase(b);
-  }
-  return estimator;
-}
-
-/** Resident bytes of this process now, less what `backend`'s allocator holds of them. */
-function measuredBase(backend: Backend): number {
-  return rssBytes() - (tensorsInProcess(backend) ? allocatorHeldBytes(backend) : 0);
-}
-
-/**
- * The memory figures `adapt` and `train` report next to the ledger's: predicted and measured process peak
- * (VmHWM, or the sampled RSS off Linux), the allocator's predicted and measured high-water bytes, and the
- * device memory (WebGPU exposes none: null, with why).
- */
-export interface MemoryReport {
-  predicted_process_peak_bytes: number | null;
-  process_peak_bytes: number;
-  process_peak_source: "VmHWM" | "sampled";
-  process_terms: ProcessTerms | null;
-  predicted_allocator_peak_bytes: number | null;
-  allocator_peak_bytes: number | null;
-  predicted_device_peak_bytes: number | null;
-  /** WebGPU exposes no device memory use: always null, with `device_note` saying why. */
-  device_peak_bytes: null;
-  device_note?: string;
-}
-
-export function memoryReport(gov: Governed, backend: Backend): MemoryReport {
-  const e = gov.estimate;
-  const b = innermost(backend) as Backend & { memoryStats?: () => Record<string, number> };
-  const stats = b.memoryStats?.();
-  const rss = peakRssBytes();
-  return {
-    predicted_process_peak_bytes: e?.process_peak_bytes ?? null,
-    process_peak_bytes: rss.bytes,
-    process_peak_source: rss.source,
-    process_terms: e?.process_terms ?? null,
-    predicted_allocator_peak_bytes: e?.allocator?.peak_bytes ?? null,
-    allocator_peak_bytes: stats ? (b.name === "cpu" ? stats.residentBytes : stats.peakBytes) ?? null : null,
-    predicted_device_peak_bytes: e?.device_peak_bytes ?? null,
-    device_peak_bytes: null,
-    ...(b.name === "webgpu"
-      ? {
-        device_note: tensorsInProcess(b)
-          ? "a CPU adapter: its device memory is the process's, counted in process_peak_bytes"
-          : "WebGPU does not expose device memory use; see predicted_device_peak_bytes",
-      }
-      : {}),
-  };
-}
-
 function parseInput(value: string | undefined, model: LoadedModel): number[] {
   if (value !== undefined) {
     const dims = value.split(/[,x]/).map(Number);
@@ -347,6 +261,7 @@ export default async function plan(args: string[]): Promise<number> {
     warmup: { type: "boolean", default: false },
     input: { type: "string" },
     margin: { type: "string" },
+    samples: { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
     ...BACKEND_FLAG,
@@ -380,6 +295,7 @@ export default async function plan(args: string[]): Promise<number> {
     guard: task === "adapt",
     warmup: flags.warmup,
     target,
+    samples: parseNumber("samples", flags.samples, { integer: true, min: 1 }),
   });
   const p = g.plan!;
   if (flags.json) {

@@ -23,7 +23,8 @@ import { trainSupervised } from "../methods/supervised.ts";
 import { STORES, withStore } from "../memory/policy.ts";
 import { exportModule } from "../onnx/export.ts";
 import { outputShape } from "../data/preprocess.ts";
-import { governed, GOVERNOR_FLAGS, memoryReport } from "./plan.ts";
+import { governed, GOVERNOR_FLAGS } from "./plan.ts";
+import { memoryReport } from "./memory.ts";
 
 export const HELP = `edgetrain train --model M.onnx --images I [--labels L] --method METHOD [options]
 

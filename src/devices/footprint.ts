@@ -95,6 +95,8 @@ export function allocatorHeldBytes(backend: Backend): number {
  * demo model grew 130 MiB before its first major collection; this is that bound, not a per-machine figure.
  */
 export const GC_SLACK_BYTES = 128 * 2 ** 20;
+/** Freed ArrayBuffers past which V8 starts a major collection (its external-memory soft limit). */
+export const GC_EXTERNAL_BYTES = 64 * 2 ** 20;
 
 /**
  * Built-in footprints, measured with `edgetrain profile` on the development machine (x86-64 Linux, Deno

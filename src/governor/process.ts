@@ -12,13 +12,14 @@
  *   on a GPU they are device memory, reported apart.
  * - source state: the host copy of the parameters every adaptation method keeps to reset to.
  * - garbage: each chunk leaves its preprocessed floats and the JS objects of its step (a few hundred bytes
- *   per backend allocation), freed but resident until a major garbage collection: V8 runs one when they
- *   reach roughly the footprint's gc slack, so they grow with the run's chunks up to that bound.
+ *   per backend allocation), freed but resident until a major garbage collection. V8 runs one once the
+ *   freed buffers pass 64 MiB, or the heap its limit: the garbage grows with the run's chunks up to the
+ *   chunks that take the buffers past 64 MiB, and never past the footprint's gc slack.
  * - staging: WebGPU copies a chunk's input through a staging buffer of its size.
  * - step: what the first steps add beyond all that (compiled code, pipelines, JS heap), from the footprint.
  */
 import type { AllocatorPeak } from "../memory/allocator.ts";
-import type { Footprint } from "../devices/footprint.ts";
+import { type Footprint, GC_EXTERNAL_BYTES } from "../devices/footprint.ts";
 
 export interface ProcessContext {
   footprint: Footprint;
@@ -69,13 +70,14 @@ export function predictProcess(e: ProcessInput, ctx: ProcessContext): ProcessPre
   // The allocator's high-water bytes (the ledger's peak when no allocator was simulated).
   const held = e.allocator ? e.allocator.peak_bytes + e.allocator.readback_peak_bytes : e.ledgerPeakBytes;
   const chunks = ctx.samples === undefined ? Infinity : Math.ceil(ctx.samples / e.batch);
+  const collected = Math.min(chunks, Math.ceil(GC_EXTERNAL_BYTES / Math.max(chunk, 1)));
   const perChunk = chunk + f.heap_per_allocation_bytes * e.allocationsPerStep;
   const terms: ProcessTerms = {
     base_bytes: ctx.measuredBaseBytes ?? f.runtime_bytes + f.backend_bytes + ctx.modelHostBytes,
     tensors_bytes: f.tensors_in_process ? held : 0,
     source_state_bytes: e.keepsSource ? e.weightsBytes : 0,
     // At least the chunk being stepped on, however small the slack.
-    garbage_bytes: Math.round(Math.max(chunk, Math.min(chunks * perChunk, f.gc_slack_bytes))),
+    garbage_bytes: Math.round(Math.max(chunk, Math.min(collected * perChunk, f.gc_slack_bytes))),
     staging_bytes: f.backend === "webgpu" ? chunk : 0,
     step_bytes: f.step_bytes,
   };

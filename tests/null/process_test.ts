@@ -32,16 +32,20 @@ Deno.test("predictProcess() sums the base, the allocator's high-water bytes, the
   equal(measured.process_terms.base_bytes, 99 * MiB, "a measured base replaces the footprint's");
 });
 
-Deno.test("predictProcess() lets garbage grow with the run's chunks up to the footprint's gc slack", () => {
-  const garbage = (samples?: number) =>
-    predictProcess(input, { footprint, modelHostBytes: 0, samples }).process_terms.garbage_bytes;
+Deno.test("predictProcess() lets garbage grow with the run's chunks until V8 collects it", () => {
+  const garbage = (samples?: number, o: Partial<ProcessInput> = {}, f = footprint) =>
+    predictProcess({ ...input, ...o }, { footprint: f, modelHostBytes: 0, samples }).process_terms
+      .garbage_bytes;
   equal(garbage(16 * 10), 10 * MiB);
   equal(garbage(16 * 10 - 3), 10 * MiB, "a partial last chunk is a chunk");
-  equal(garbage(16 * 1000), footprint.gc_slack_bytes);
-  equal(garbage(undefined), footprint.gc_slack_bytes, "a stream of unknown length");
-  const tiny = { ...footprint, gc_slack_bytes: 0 };
+  // Freed buffers past 64 MiB start a major collection: ceil(64 MiB / 768 KiB) = 86 chunks at most.
+  equal(garbage(16 * 1000), 86 * MiB);
+  equal(garbage(undefined), 86 * MiB, "a stream of unknown length");
+  equal(garbage(16 * 1000, {}, { ...footprint, gc_slack_bytes: 32 * MiB }), 32 * MiB, "never past the slack");
+  // Tiny chunks: the step's JS objects reach the slack long before the buffers reach 64 MiB.
+  equal(garbage(undefined, { input: [1, 4, 4] }), footprint.gc_slack_bytes);
   equal(
-    predictProcess(input, { footprint: tiny, modelHostBytes: 0 }).process_terms.garbage_bytes,
+    garbage(undefined, {}, { ...footprint, gc_slack_bytes: 0 }),
     768 * 1024,
     "never less than the chunk being stepped on",
   );
