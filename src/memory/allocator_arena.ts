@@ -13,7 +13,8 @@
  * holds goes to the lowest slab with room above its top, else to a new slab. Small blocks (per-channel
  * parameters, optimizer moments, scalars) live in slabs of their own, so that they do not split the holes
  * large activations leave: on the governor's traces (TENT, SAR on mobilenet_v2 and the IRB net) that cuts
- * the arena's overhead over the ledger's peak from 16-42% to 3-28%.
+ * the arena's overhead over the ledger's peak from 16-42% to 3-28% (BN adaptation, forward only, goes from
+ * 7-16% to 15-24%: fewer, larger holes suit it less).
  */
 
 /** Every block starts on this boundary: Float64Array views (gradient checks) need 8. */
@@ -22,8 +23,9 @@ export const ARENA_ALIGN = 8;
 export const SLAB_BYTES = 2 ** 30;
 /** Slabs for larger requests are rounded up to this. */
 const SLAB_GRAIN = 2 ** 20;
-/** Requests below this many bytes go to the small-block slabs. */
+/** Requests below this many bytes go to the small-block slabs, which are smaller. */
 export const SMALL_BLOCK = 2 ** 14;
+const SMALL_SLAB_BYTES = 2 ** 26;
 
 export interface Block {
   /** Index of the slab; -1 for an empty request (no memory). */
@@ -103,7 +105,8 @@ export class ArenaPolicy {
     let k = this.#slabs.findIndex((s) => s.small === small && s.capacity - s.top >= size);
     if (k < 0) {
       k = this.#slabs.length;
-      const capacity = Math.max(this.slabBytes, Math.ceil(size / SLAB_GRAIN) * SLAB_GRAIN);
+      const base = small ? Math.min(SMALL_SLAB_BYTES, this.slabBytes) : this.slabBytes;
+      const capacity = Math.max(base, Math.ceil(size / SLAB_GRAIN) * SLAB_GRAIN);
       this.#slabs.push({ small, capacity, top: 0, touched: 0, free: [] });
     }
     const s = this.#slabs[k];
