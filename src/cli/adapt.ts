@@ -17,6 +17,8 @@ import { withStore } from "../memory/policy.ts";
 import { RuntimeGuard } from "../governor/guard.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
+import { memoryReport } from "./memory.ts";
+import { sampleRss } from "../devices/footprint.ts";
 import { progressObserver } from "./progress.ts";
 import { predictionsObserver, predictionsWriter } from "./predict.ts";
 import { predictionsFormat } from "../data/predictions_out.ts";
@@ -114,6 +116,7 @@ export default async function adapt(args: string[]): Promise<number> {
     backend,
     guard: true,
     warmup: warmup !== undefined,
+    samples: streams.reduce((n, s) => n + s.set.n, 0),
   });
   const { batch, store } = gov;
   const descriptor = adaptMethod(gov.method);
@@ -164,6 +167,7 @@ export default async function adapt(args: string[]): Promise<number> {
       preprocess: pre,
       observers: [
         progressObserver(m.name, total),
+        { chunk: sampleRss },
         ...(writer ? [predictionsObserver(writer, streams)] : []),
       ],
       guard,
@@ -196,6 +200,7 @@ export default async function adapt(args: string[]): Promise<number> {
     memory: batch,
     store,
     predicted_peak_bytes: gov.predicted_peak_bytes,
+    ...memoryReport(gov, backend),
     ...(gov.plan
       ? {
         budget_bytes: gov.plan.budget_bytes,
@@ -223,6 +228,12 @@ export default async function adapt(args: string[]): Promise<number> {
         `${out.resets} resets, ${out.skipped} skipped, ${out.ms_per_batch.toFixed(1)} ms/batch, ` +
         `peak ${out.peak_bytes} B (saved activations ${out.peak_saved_bytes} B)` +
         (out.predicted_peak_bytes !== null ? `, predicted ${out.predicted_peak_bytes} B` : ""),
+    );
+    console.log(
+      `process: peak ${out.process_peak_bytes} B resident (${out.process_peak_source})` +
+        (out.predicted_process_peak_bytes !== null
+          ? `, predicted ${out.predicted_process_peak_bytes} B`
+          : ""),
     );
     for (const b of guard.backoffs) {
       console.log(

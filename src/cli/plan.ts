@@ -10,7 +10,8 @@ import { NullBackend } from "../backend/null.ts";
 import { CATEGORIES } from "../memory/ledger.ts";
 import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
-import { Estimator } from "../governor/estimate.ts";
+import type { Estimate, Estimator } from "../governor/estimate.ts";
+import { measuredBase, processEstimator } from "./memory.ts";
 import { BATCH_CAP, DEFAULT_MARGIN, type Plan, planRun } from "../governor/planner.ts";
 import {
   autoCandidates,
@@ -21,7 +22,7 @@ import {
   resolveStore,
 } from "../methods/registry.ts";
 import { formatBytes, parseBytes, parseFlags, parseNumber } from "./args.ts";
-import { type LoadedModel, openModel } from "./common.ts";
+import { BACKEND_FLAG, type LoadedModel, openBackend, openModel } from "./common.ts";
 import { UsageError } from "./errors.ts";
 
 export const HELP = `edgetrain plan --model M.onnx [--budget B | --device NAME|auto] [options]
@@ -41,6 +42,11 @@ ${methodHelp("train", "                              ")}
   --warmup                  adapt will have EcoTTA warm-up data (--warmup-images): auto may pick ecotta
   --input C,H,W             one sample's shape when the model does not fix it
   --margin F                safety margin as a fraction of the budget (default ${DEFAULT_MARGIN})
+  --samples N               images the run will feed (default: a long stream); freed host memory waiting for
+                            the garbage collector grows with them, up to a bound
+  --backend webgpu|cpu|auto the backend the run will use (default auto: WebGPU when an adapter exists): its
+                            allocator and its footprint (the --device profile's, else built in) go into the
+                            process's predicted peak, which is what must fit the budget
   --json                    print one JSON object on stdout`;
 
 export interface Budget {
@@ -105,6 +111,10 @@ export interface GovernOptions {
   guard?: boolean;
   /** EcoTTA gets clean warm-up data; without it `--method auto` does not pick EcoTTA (see planFor). */
   warmup?: boolean;
+  /** Samples the run will feed in all (decode buffers waiting for the garbage collector are bounded by it). */
+  samples?: number;
+  /** The backend the run uses, when it is not open (plan): "cpu" or "webgpu", with its adapter. */
+  target?: { backend: "cpu" | "webgpu"; adapter?: string; maxBufferSize?: number };
 }
 
 export interface Governed {
@@ -113,6 +123,8 @@ export interface Governed {
   store: ConcreteStore;
   /** null when the estimator cannot model this graph (the run goes on without a prediction). */
   predicted_peak_bytes: number | null;
+  /** The chosen configuration's estimate (ledger, allocator and process), when there is one. */
+  estimate: Estimate | null;
   estimator: Estimator;
   /** Present when the planner chose (a budget, a device, or an auto flag). */
   plan?: Plan & { budget_source: string };
@@ -133,25 +145,25 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   const batch = o.batch === "auto" ? undefined : parseNumber("batch", o.batch, { integer: true, min: 1 })!;
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
     o.device !== undefined || o.resolved !== undefined;
-  const estimator = Estimator.forOnnx(o.model.onnx, o.input);
+  const estimator = await processEstimator(o);
   if (!plans) {
     const method = o.method as MethodName;
-    let predicted: number | null = null;
+    let e: Estimate | null = null;
     const store = resolveStore(o.store, method);
     try {
-      const e = await estimator.estimate({
-        method,
-        batch: batch!,
-        store,
-        topBlocks: o.topBlocks,
-        guard: o.guard,
-      });
-      predicted = e.peak_bytes;
+      e = await estimator.estimate({ method, batch: batch!, store, topBlocks: o.topBlocks, guard: o.guard });
     } catch {
       // No prediction (flags the method itself will reject with its own message when it runs): the run goes
       // on and reports predicted_peak_bytes null.
     }
-    return { method, batch: batch!, store, predicted_peak_bytes: predicted, estimator };
+    return {
+      method,
+      batch: batch!,
+      store,
+      predicted_peak_bytes: e?.peak_bytes ?? null,
+      estimate: e,
+      estimator,
+    };
   }
   const budget = o.resolved ?? await resolveBudget(o.budget, o.device, o.backend);
   const candidates = o.method === "auto" ? autoCandidates(o.task) : [methodNamed(o.method)];
@@ -162,7 +174,7 @@ export async function governed(o: GovernOptions): Promise<Governed> {
       if (why) unavailable[m.name] = why;
     }
   }
-  const plan = await planRun(estimator, {
+  const request = {
     budgetBytes: budget.bytes,
     margin: o.margin,
     methods: candidates.map((m) => m.name),
@@ -174,13 +186,29 @@ export async function governed(o: GovernOptions): Promise<Governed> {
     chunk: o.chunk,
     statsFrom: o.statsFrom,
     unavailable,
-  });
+  };
+  let plan = await planRun(estimator, request);
+  // Planning runs many estimates, and the JS heap they grew stays resident: plan again from the base measured
+  // now (the estimates are cached, so this costs little) until it no longer grows.
+  for (let k = 0; k < 3 && o.backend; k++) {
+    const base = measuredBase(o.backend);
+    if (base <= (estimator.process.measuredBaseBytes ?? Infinity)) break;
+    estimator.process.measuredBaseBytes = base;
+    plan = await planRun(estimator, request);
+  }
   if (!plan.fits && o.requireFit !== false) throw new Error(plan.reason);
   return {
     method: plan.method,
     batch: plan.batch,
     store: plan.store,
     predicted_peak_bytes: plan.predicted_peak_bytes,
+    estimate: await estimator.estimate({
+      method: plan.method,
+      batch: plan.batch,
+      store: plan.store,
+      topBlocks: o.topBlocks,
+      guard: o.guard,
+    }),
     estimator,
     plan: { ...plan, budget_source: budget.source },
   };
@@ -200,10 +228,31 @@ function parseInput(value: string | undefined, model: LoadedModel): number[] {
   return [...model.inputShape];
 }
 
+/** The ledger's categories at the predicted peak, then the terms of the process's predicted peak. */
 export function planTable(plan: Plan): string[] {
-  const lines = CATEGORIES.map((c) => `  ${c.padEnd(12)} ${formatBytes(plan.by_category[c]).padStart(10)}`);
-  lines.push(`  ${"total".padEnd(12)} ${formatBytes(plan.predicted_peak_bytes).padStart(10)}`);
+  const row = (name: string, bytes: number) => `  ${name.padEnd(14)} ${formatBytes(bytes).padStart(10)}`;
+  const lines = ["tensors (ledger):", ...CATEGORIES.map((c) => row(c, plan.by_category[c]))];
+  lines.push(row("total", plan.predicted_peak_bytes), "process:");
+  for (const [k, v] of Object.entries(plan.process_terms)) lines.push(row(k.replace(/_bytes$/, ""), v));
+  lines.push(row("total", plan.predicted_process_peak_bytes));
+  if (plan.predicted_device_peak_bytes !== null) {
+    lines.push(row("device memory", plan.predicted_device_peak_bytes));
+  }
   return lines;
+}
+
+/** The backend `adapt` would open for --backend (an adapter's description and limits for WebGPU). */
+async function planTarget(choice: string | undefined): Promise<NonNullable<GovernOptions["target"]>> {
+  if (choice === "cpu") return { backend: "cpu" };
+  const b = await openBackend(choice, false);
+  try {
+    const gpu = b as Backend & { adapterDescription?: string; limits?: GPUSupportedLimits };
+    return b.name === "webgpu"
+      ? { backend: "webgpu", adapter: gpu.adapterDescription, maxBufferSize: gpu.limits?.maxBufferSize }
+      : { backend: "cpu" };
+  } finally {
+    b.dispose();
+  }
 }
 
 export default async function plan(args: string[]): Promise<number> {
@@ -218,8 +267,10 @@ export default async function plan(args: string[]): Promise<number> {
     warmup: { type: "boolean", default: false },
     input: { type: "string" },
     margin: { type: "string" },
+    samples: { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
+    ...BACKEND_FLAG,
   });
   if (flags.help) {
     console.log(HELP);
@@ -234,12 +285,14 @@ export default async function plan(args: string[]): Promise<number> {
   const margin = parseNumber("margin", flags.margin, { min: 0, max: 0.9 });
   const topBlocks = parseNumber("top-blocks", flags["top-blocks"], { integer: true, min: 0 });
   const budget = await resolveBudget(flags.budget, flags.device);
+  const target = await planTarget(flags.backend);
   const g = await governed({
     task,
     method: flags.method!,
     batch: flags.batch!,
     store: flags.store!,
     resolved: budget,
+    device: flags.device,
     requireFit: false,
     model,
     input,
@@ -247,10 +300,12 @@ export default async function plan(args: string[]): Promise<number> {
     margin,
     guard: task === "adapt",
     warmup: flags.warmup,
+    target,
+    samples: parseNumber("samples", flags.samples, { integer: true, min: 1 }),
   });
   const p = g.plan!;
   if (flags.json) {
-    console.log(JSON.stringify({ model: model.path, task, input, ...p }));
+    console.log(JSON.stringify({ model: model.path, task, input, backend: target.backend, ...p }));
     return p.fits ? 0 : 1;
   }
   console.log(
@@ -260,7 +315,8 @@ export default async function plan(args: string[]): Promise<number> {
       `margin ${p.margin * 100}%`,
   );
   console.log(
-    `${p.method}, batch ${p.batch}, store ${p.store}: predicted peak ${formatBytes(p.predicted_peak_bytes)}`,
+    `${p.method}, batch ${p.batch}, store ${p.store}: predicted peak ${formatBytes(p.predicted_peak_bytes)}` +
+      ` of tensors, ${formatBytes(p.predicted_process_peak_bytes)} for the process on ${target.backend}`,
   );
   for (const l of planTable(p)) console.log(l);
   console.log(`why: ${p.reason}`);

@@ -7,6 +7,8 @@ import { basename } from "node:path";
 import { benchmark, probeAdapter, probedProfile } from "../devices/probe.ts";
 import { formatBytes, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, openBackend } from "./common.ts";
+import { rssBytes } from "../devices/footprint.ts";
+import { measureFootprint } from "../devices/footprint_probe.ts";
 
 export const HELP = `edgetrain profile [--out devices/NAME.json] [options]
 
@@ -31,12 +33,16 @@ export default async function profile(args: string[]): Promise<number> {
     return 0;
   }
   const minSeconds = parseNumber("seconds", flags.seconds, { min: 0.01, max: 10 })!;
+  const runtimeBytes = rssBytes();
   const backend = await openBackend(flags.backend, !flags.json);
   try {
+    const openedBytes = rssBytes();
     const adapter = backend.name === "webgpu" ? await probeAdapter() : null;
+    // The footprint first: the benchmarks' buffers and pipelines would count as the runtime's otherwise.
+    const footprint = await measureFootprint(backend, { runtimeBytes, openedBytes });
     const measured = await benchmark(backend, { minSeconds });
     const name = flags.name ?? (flags.out ? basename(flags.out).replace(/\.json$/i, "") : undefined);
-    const p = probedProfile(adapter, measured, { name });
+    const p = { ...probedProfile(adapter, measured, { name }), footprint };
     const text = JSON.stringify({ $schema: "./schema.json", ...p }, null, 2) + "\n";
     if (flags.out) await Deno.writeTextFile(flags.out, text);
     if (flags.json || !flags.out) console.log(text.trimEnd());

@@ -24,6 +24,7 @@ import { STORES, withStore } from "../memory/policy.ts";
 import { exportModule } from "../onnx/export.ts";
 import { outputShape } from "../data/preprocess.ts";
 import { governed, GOVERNOR_FLAGS } from "./plan.ts";
+import { memoryReport } from "./memory.ts";
 
 export const HELP = `edgetrain train --model M.onnx --images I [--labels L] --method METHOD [options]
 
@@ -140,6 +141,7 @@ export default async function train(args: string[]): Promise<number> {
     input: [shape.channels, shape.height, shape.width],
     backend,
     topBlocks,
+    samples: (data.set.n + (val?.set.n ?? 0)) * epochs,
   });
   const { method, batch, store: used } = gov;
   const plan = trainMethod(method).prepare(model.module, { topBlocks });
@@ -173,6 +175,7 @@ export default async function train(args: string[]): Promise<number> {
     n: data.set.n,
     ...report,
     predicted_peak_bytes: gov.predicted_peak_bytes,
+    ...memoryReport(gov, backend),
     ...(gov.plan
       ? {
         budget_bytes: gov.plan.budget_bytes,

@@ -3,6 +3,7 @@
  * A profile is a built-in name (devices/*.json) or a path to a JSON file; both are schema-validated.
  */
 import { builtinProfiles, profileSchema } from "./builtin.ts";
+import type { Footprint } from "./footprint.ts";
 import { validate } from "./schema.ts";
 
 export interface DeviceProfile {
@@ -30,6 +31,8 @@ export interface DeviceProfile {
   };
   sources: string[];
   notes?: string;
+  /** What the process costs beyond its tensors on this device (edgetrain profile measures it). */
+  footprint?: Footprint;
 }
 
 export class ProfileError extends Error {

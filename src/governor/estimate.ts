@@ -10,6 +10,7 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { NullBackend } from "../backend/null.ts";
+import type { AllocatorPeak, AllocatorTarget, SimulatedAllocator } from "../memory/allocator.ts";
 import type { ByCategory } from "../memory/ledger.ts";
 import { type ConcreteStore, type StoreName, withStore } from "../memory/policy.ts";
 import type { AdaptDescriptor, TrainDescriptor } from "../methods/descriptor.ts";
@@ -24,6 +25,8 @@ import type { OnnxModel } from "../onnx/model.ts";
 import { Tensor } from "../tensor.ts";
 import { RuntimeGuard } from "./guard.ts";
 import { GuardedBackend } from "./guarded_backend.ts";
+import { builtinFootprint } from "../devices/footprint.ts";
+import { predictProcess, type ProcessContext, type ProcessPrediction } from "./process.ts";
 
 export interface EstimateOptions {
   method: MethodName;
@@ -45,7 +48,8 @@ export interface EstimateOptions {
   steps?: number;
 }
 
-export interface Estimate {
+/** The ledger's figures of a run on the null backend (what the estimator caches). */
+interface LedgerEstimate {
   method: MethodName;
   batch: number;
   store: ConcreteStore;
@@ -57,26 +61,59 @@ export interface Estimate {
   peak_by_category: ByCategory;
   weights_bytes: number;
   trainable_parameters: number;
+  /** The target backend's allocator at its high-water mark over model load and the run (null: no target). */
+  allocator: AllocatorPeak | null;
+  /** Backend allocations per chunk (each leaves a few JS objects for the garbage collector). */
+  allocations_per_step: number;
+}
+
+/** An estimate: the ledger's peak and the process's (src/governor/process.ts). */
+export type Estimate = LedgerEstimate & ProcessPrediction;
+
+export interface EstimatorOptions {
+  /** Simulate this backend's allocator (its arena or pool) on the same allocations as the ledger. */
+  target?: AllocatorTarget;
+  /** The WebGPU device's maxBufferSize (pool size classes). */
+  maxBufferSize?: number;
+  /** What the process adds to the tensors (default: the target's built-in footprint, the model twice). */
+  process?: ProcessContext;
 }
 
 export class Estimator {
   readonly inputShape: readonly number[];
-  readonly #backend = new GuardedBackend(new NullBackend());
+  readonly #null: NullBackend;
+  readonly #backend: GuardedBackend;
   readonly #model: Module;
   readonly #weights: number;
-  readonly #cache = new Map<string, Promise<Estimate>>();
+  /** The simulated allocator right after the model was built: every run starts from it. */
+  readonly #loaded: SimulatedAllocator | null;
+  readonly #cache = new Map<string, Promise<LedgerEstimate>>();
+  /** The process context every estimate's process_peak_bytes is computed in. */
+  process: ProcessContext;
   /** Estimates run one at a time: they share the null model and its ledger. */
   #queue: Promise<unknown> = Promise.resolve();
 
   /** `build` makes the model on the backend it is given; `input` is one sample's shape [C, H, W]. */
-  constructor(build: (backend: Backend) => Module, input: readonly number[]) {
+  constructor(build: (backend: Backend) => Module, input: readonly number[], options: EstimatorOptions = {}) {
     this.inputShape = [...input];
+    this.#null = new NullBackend({ allocator: options.target, maxBufferSize: options.maxBufferSize });
+    this.#backend = new GuardedBackend(this.#null);
     this.#model = build(this.#backend);
     this.#weights = this.#backend.ledger.liveBytes;
+    this.#loaded = this.#null.allocator?.clone() ?? null;
+    this.process = options.process ?? {
+      footprint: builtinFootprint(options.target ?? "cpu"),
+      modelHostBytes: 2 * this.#weights,
+    };
   }
 
-  static forOnnx(onnx: OnnxModel, input: readonly number[]): Estimator {
-    return new Estimator((b) => importOnnx(b, onnx), input);
+  static forOnnx(onnx: OnnxModel, input: readonly number[], options: EstimatorOptions = {}): Estimator {
+    return new Estimator((b) => importOnnx(b, onnx), input, options);
+  }
+
+  /** The backend whose allocator the estimates simulate, if any. */
+  get target(): AllocatorTarget | undefined {
+    return this.#loaded?.target;
   }
 
   get weightsBytes(): number {
@@ -96,15 +133,29 @@ export class Estimator {
       this.#queue = e.catch(() => {});
       this.#cache.set(key, e);
     }
-    return e;
+    const input = this.inputShape;
+    return e.then((l) => ({
+      ...l,
+      ...predictProcess({
+        batch: l.batch,
+        input,
+        weightsBytes: l.weights_bytes,
+        keepsSource: methodNamed(l.method).task === "adapt",
+        allocator: l.allocator,
+        ledgerPeakBytes: l.peak_bytes,
+        allocationsPerStep: l.allocations_per_step,
+      }, this.process),
+    }));
   }
 
-  async #run(o: EstimateOptions, store: ConcreteStore): Promise<Estimate> {
+  async #run(o: EstimateOptions, store: ConcreteStore): Promise<LedgerEstimate> {
     const d = methodNamed(o.method);
     const ledger = this.#backend.ledger;
     const before = ledger.liveBytes;
     const shape = [o.batch, ...this.inputShape];
     const steps = o.steps ?? (o.method === "eata" ? 4 : 2);
+    this.#null.allocator = this.#loaded?.clone() ?? null;
+    const allocations = this.#null.allocations;
     const trainable = await withStore(
       store,
       () => d.task === "adapt" ? this.#adapt(d, o, store, shape, steps) : this.#train(d, o, shape, steps),
@@ -125,6 +176,8 @@ export class Estimator {
       peak_by_category: snap.peak,
       weights_bytes: this.#weights,
       trainable_parameters: trainable,
+      allocator: this.#null.allocator?.peak() ?? null,
+      allocations_per_step: Math.round((this.#null.allocations - allocations) / steps),
     };
   }
 

@@ -4,8 +4,10 @@
  * "Best" is an order, not a score: the stronger method first (the registry's rank: EcoTTA > SAR > EATA >
  * TENT > BN for adapt; full > MobileTL > bias for train), then the larger batch (up to BATCH_CAP: beyond it BN statistics gain
  * little and each update waits for more of the stream), then the more faithful store (fp32 > fp16 > int8 >
- * mask > int4; a method whose descriptor prefers the mask store, MobileTL, starts there). A configuration fits when its estimate is at most the
- * budget less the safety margin (10%: pool rounding, WebGPU scratch, allocator slack). Because the choice is
+ * mask > int4; a method whose descriptor prefers the mask store, MobileTL, starts there). A configuration
+ * fits when its estimate of the *process's* peak (src/governor/process.ts: the runtime, host copies and the
+ * allocator's high-water bytes around the ledger's tensors) is at most the budget less the safety margin
+ * (10%: garbage-collector timing, JIT, drivers). Because the choice is
  * the first fitting one in a fixed order, a larger budget never picks a worse configuration. When no
  * configuration with a backward pass fits, `fallback` drops to BN adaptation (forward only).
  */
@@ -63,6 +65,7 @@ export interface Alternative {
   batch: number;
   store: string;
   predicted_peak_bytes: number;
+  predicted_process_peak_bytes: number;
   fits: boolean;
   why: string;
 }
@@ -71,9 +74,15 @@ export interface Plan {
   method: MethodName;
   batch: number;
   store: ConcreteStore;
+  /** The ledger's predicted peak (tensors). */
   predicted_peak_bytes: number;
   /** Prediction by ledger category at the peak. */
   by_category: ByCategory;
+  /** The process's predicted peak resident bytes: what must fit the budget. */
+  predicted_process_peak_bytes: number;
+  process_terms: Estimate["process_terms"];
+  /** Device memory the tensors take on a GPU (not in the process), else null. */
+  predicted_device_peak_bytes: number | null;
   budget_bytes: number;
   /** The budget less the margin: what the prediction must fit in. */
   usable_bytes: number;
@@ -147,9 +156,9 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
       for (const batch of batchesFor(method)) {
         const byStore: Estimate[] = [];
         for (const s of stores) byStore.push(await estimate(method, batch, s));
-        const low = byStore.reduce((a, e) => (e.peak_bytes < a.peak_bytes ? e : a));
-        if (!o.smallest || low.peak_bytes < o.smallest.peak_bytes) o.smallest = low;
-        const k = byStore.findIndex((e) => e.peak_bytes <= usable);
+        const low = byStore.reduce((a, e) => (need(e) < need(a) ? e : a));
+        if (!o.smallest || need(low) < need(o.smallest)) o.smallest = low;
+        const k = byStore.findIndex((e) => need(e) <= usable);
         if (k >= 0) {
           o.best = byStore[k];
           if (k > 0) o.betterStore = byStore[k - 1];
@@ -166,7 +175,7 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
   const fellBack = chosenAt >= 0 && request.fallback && !backward(outcomes[chosenAt].method) &&
     request.methods.some(backward);
   const cheapest = outcomes.map((o) => o.smallest).filter((e): e is Estimate => e !== undefined)
-    .reduce<Estimate | null>((a, e) => (!a || e.peak_bytes < a.peak_bytes ? e : a), null);
+    .reduce<Estimate | null>((a, e) => (!a || need(e) < need(a) ? e : a), null);
   const e = chosenAt >= 0 ? outcomes[chosenAt].best! : cheapest;
   if (!e) {
     throw new Error(
@@ -182,6 +191,7 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
         batch: 0,
         store: "-",
         predicted_peak_bytes: 0,
+        predicted_process_peak_bytes: 0,
         fits: false,
         why: o.error,
       });
@@ -189,19 +199,19 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
       if (o.largerBatch) {
         const l = o.largerBatch;
         alternatives.push(
-          alt(l, false, `batch ${l.batch} needs ${human(l.peak_bytes)} even with ${l.store}`),
+          alt(l, false, `batch ${l.batch} needs ${human(need(l))} even with ${l.store}`),
         );
       }
       if (o.betterStore) {
         const b = o.betterStore;
-        alternatives.push(alt(b, false, `${b.store} at batch ${b.batch} needs ${human(b.peak_bytes)}`));
+        alternatives.push(alt(b, false, `${b.store} at batch ${b.batch} needs ${human(need(b))}`));
       }
     } else if (o.best) {
       alternatives.push(alt(o.best, true, `fits, but ${e.method} is preferred`));
     } else if (o.smallest) {
       const sm = o.smallest;
       alternatives.push(
-        alt(sm, false, `needs at least ${human(sm.peak_bytes)} (batch ${sm.batch}, ${sm.store})`),
+        alt(sm, false, `needs at least ${human(need(sm))} (batch ${sm.batch}, ${sm.store})`),
       );
     }
   });
@@ -209,10 +219,10 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
     ? `nothing fits in ${human(usable)} (${human(request.budgetBytes)} less the ${
       margin * 100
     }% margin); the smallest ` +
-      `configuration, ${e.method} at batch ${e.batch} with ${e.store}, needs ${human(e.peak_bytes)}`
-    : `${e.method} at batch ${e.batch} with ${e.store} needs ${human(e.peak_bytes)} of ${
-      human(usable)
-    } usable ` +
+      `configuration, ${e.method} at batch ${e.batch} with ${e.store}, needs ${human(need(e))}`
+    : `${e.method} at batch ${e.batch} with ${e.store} needs ${human(need(e))} (${
+      human(e.peak_bytes)
+    } of tensors) of ${human(usable)} usable ` +
       `(${human(request.budgetBytes)} less the ${margin * 100}% margin)` +
       (fellBack ? "; no method with a backward pass fits, so BN adaptation (forward only)" : "");
   return {
@@ -221,6 +231,9 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
     store: e.store,
     predicted_peak_bytes: e.peak_bytes,
     by_category: e.at_peak,
+    predicted_process_peak_bytes: e.process_peak_bytes,
+    process_terms: e.process_terms,
+    predicted_device_peak_bytes: e.device_peak_bytes,
     budget_bytes: request.budgetBytes,
     usable_bytes: usable,
     margin,
@@ -230,6 +243,19 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
   };
 }
 
+/** What must fit the budget: the process's peak (the device's, for tensors on a GPU, when larger). */
+function need(e: Estimate): number {
+  return Math.max(e.process_peak_bytes, e.device_peak_bytes ?? 0);
+}
+
 function alt(e: Estimate, fits: boolean, why: string): Alternative {
-  return { method: e.method, batch: e.batch, store: e.store, predicted_peak_bytes: e.peak_bytes, fits, why };
+  return {
+    method: e.method,
+    batch: e.batch,
+    store: e.store,
+    predicted_peak_bytes: e.peak_bytes,
+    predicted_process_peak_bytes: e.process_peak_bytes,
+    fits,
+    why,
+  };
 }

@@ -27,14 +27,32 @@ async function smallStream(dir: string, n: number): Promise<string> {
 }
 
 Deno.test("edgetrain plan prints the choice, the prediction per category and the alternatives as JSON", async () => {
-  const r = await runCli(["plan", "--model", MODEL, "--budget", "24MiB", "--json"]);
+  const r = await runCli(["plan", "--model", MODEL, "--budget", "256MiB", "--backend", "cpu", "--json"]);
   equal(r.code, 0, r.stderr);
   const p = JSON.parse(r.stdout);
-  for (const k of ["method", "batch", "store", "predicted_peak_bytes", "budget_bytes", "alternatives"]) {
+  for (
+    const k of [
+      "method",
+      "batch",
+      "store",
+      "predicted_peak_bytes",
+      "predicted_process_peak_bytes",
+      "process_terms",
+      "budget_bytes",
+      "alternatives",
+    ]
+  ) {
     ok(k in p, k);
   }
-  equal(p.budget_bytes, 24 * 2 ** 20);
-  ok(p.fits && p.predicted_peak_bytes <= p.budget_bytes * 0.9);
+  equal(p.budget_bytes, 256 * 2 ** 20);
+  equal(p.backend, "cpu");
+  // What must fit is the process: the runtime and the allocator's bytes around the ledger's tensors.
+  ok(p.fits && p.predicted_process_peak_bytes <= p.budget_bytes * 0.9);
+  ok(p.predicted_process_peak_bytes > p.predicted_peak_bytes + p.process_terms.base_bytes);
+  equal(
+    Object.values(p.process_terms as Record<string, number>).reduce((s, v) => s + v, 0),
+    p.predicted_process_peak_bytes,
+  );
   equal(
     Object.values(p.by_category as Record<string, number>).reduce((s, v) => s + v, 0),
     p.predicted_peak_bytes,
@@ -53,7 +71,7 @@ Deno.test("edgetrain adapt --budget B --memory auto --method auto stays within B
   const dir = await Deno.makeTempDir();
   const images = await smallStream(dir, 64);
   let prev: number[] | null = null;
-  for (const budget of ["16MiB", "48MiB", "2GiB"]) {
+  for (const budget of ["160MiB", "256MiB", "2GiB"]) {
     const r = await runCli([
       "adapt",
       "--model",
@@ -72,7 +90,10 @@ Deno.test("edgetrain adapt --budget B --memory auto --method auto stays within B
     ]);
     equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
-    ok(out.peak_bytes <= out.budget_bytes, `${budget}: measured ${out.peak_bytes} > ${out.budget_bytes}`);
+    ok(
+      out.process_peak_bytes <= out.budget_bytes,
+      `${budget}: the process peaked at ${out.process_peak_bytes} > ${out.budget_bytes}`,
+    );
     // The prediction is the ledger's count exactly, up to data-dependent filters that skip an update.
     ok(
       out.peak_bytes <= out.predicted_peak_bytes,
@@ -99,9 +120,14 @@ Deno.test("edgetrain profile writes a schema-valid probed profile that plan acce
     ok(p.memory.usable_bytes > 0 && p.memory.usable_bytes <= p.memory.total_bytes);
     if (backend === "cpu") equal(p.webgpu.available, false);
     else if (p.webgpu.available) ok(p.adapter?.limits?.maxBufferSize);
-    const plan = await runCli(["plan", "--model", MODEL, "--device", out, "--json"]);
+    const f = p.footprint!;
+    ok(f.runtime_bytes > 0 && f.step_bytes >= 0 && f.gc_slack_bytes > 0, "the footprint was measured");
+    equal(f.backend, p.webgpu.available ? "webgpu" : "cpu");
+    const plan = await runCli(["plan", "--model", MODEL, "--device", out, "--backend", backend, "--json"]);
     equal(plan.code, 0, plan.stderr);
-    equal(JSON.parse(plan.stdout).budget_bytes, p.memory.usable_bytes);
+    const planned = JSON.parse(plan.stdout);
+    equal(planned.budget_bytes, p.memory.usable_bytes);
+    equal(planned.process_terms.step_bytes, f.step_bytes, "plan takes the profile's footprint");
   }
   await Deno.remove(dir, { recursive: true });
 });

@@ -12,6 +12,7 @@
 import type { CpuKernel, FloatArray } from "../cpu.ts";
 import type { Conv2dAttrs } from "../kernels.ts";
 import { gemm } from "./matmul.ts";
+import { scratch } from "./scratch.ts";
 
 /** Output indices o in [lo[t], hi[t]) whose input o*stride + t*dilation - pad lies in [0, size). */
 interface TapRanges {
@@ -134,7 +135,7 @@ export const conv2d: CpuKernel<"conv2d"> = ({ x, w, bias, out, attrs }, mem) => 
   }
   if (depthwise(g)) return depthwiseForward(g, X, W, B, Y);
   const { n, cin, cout, groups } = attrs;
-  const col = g.pointwise ? null : new Float64Array(g.kdim * g.ohw);
+  const col = g.pointwise ? null : scratch("col", g.kdim * g.ohw);
   for (let b = 0; b < n; b++) {
     for (let gi = 0; gi < groups; gi++) {
       const cOff = (b * cout + gi * g.coutg) * g.ohw;
@@ -168,10 +169,10 @@ export const conv2d_grad_input: CpuKernel<"conv2d_grad_input"> = ({ dy, w, out, 
   const g = geometry(attrs, "conv2d_grad_input", { x: DX.length, w: W.length, y: DY.length });
   if (depthwise(g)) return depthwiseGradInput(g, DY, W, DX);
   const { n, cin, cout, groups } = attrs;
-  const col = g.pointwise ? null : new Float64Array(g.kdim * g.ohw);
-  const acc = new Float64Array(g.cing * g.hw);
+  const col = g.pointwise ? null : scratch("col", g.kdim * g.ohw);
+  const acc = g.pointwise ? null : scratch("acc", g.cing * g.hw);
   // d(col) = W_g^T dY_g. W_g is stored [coutg, kdim]: transpose every group once, not once per image.
-  const wt = new Float64Array(cout * g.kdim);
+  const wt = scratch("wt", cout * g.kdim);
   for (let gi = 0; gi < groups; gi++) {
     const base = gi * g.coutg * g.kdim;
     for (let o = 0; o < g.coutg; o++) {
@@ -195,7 +196,7 @@ export const conv2d_grad_input: CpuKernel<"conv2d_grad_input"> = ({ dy, w, out, 
         transB: false,
         accumulate: false,
       });
-      if (!col) continue;
+      if (!col || !acc) continue;
       col2im(g, col, acc);
       for (let i = 0; i < g.cing * g.hw; i++) DX[xOff + i] = acc[i];
     }
@@ -207,8 +208,8 @@ export const conv2d_grad_weight: CpuKernel<"conv2d_grad_weight"> = ({ x, dy, out
   const g = geometry(attrs, "conv2d_grad_weight", { x: X.length, w: DW.length, y: DY.length });
   if (depthwise(g)) return depthwiseGradWeight(g, X, DY, DW);
   const { n, cin, cout, groups } = attrs;
-  const col = g.pointwise ? null : new Float64Array(g.kdim * g.ohw);
-  const acc = new Float64Array(cout * g.kdim);
+  const col = g.pointwise ? null : scratch("col", g.kdim * g.ohw);
+  const acc = scratch("acc", cout * g.kdim);
   for (let b = 0; b < n; b++) {
     for (let gi = 0; gi < groups; gi++) {
       const xOff = (b * cin + gi * g.cing) * g.hw;
@@ -248,7 +249,7 @@ function depthwiseForward(
   const { n, cin, cout, kh, kw, w, outW, strideH: sh, strideW: sw } = g.a;
   const { ys, xs, ohw, hw, coutg } = g;
   const taps = kh * kw;
-  const plane = new Float64Array(ohw);
+  const plane = scratch("plane", ohw);
   for (let b = 0; b < n; b++) {
     for (let co = 0; co < cout; co++) {
       const xOff = (b * cin + Math.floor(co / coutg)) * hw;
@@ -273,7 +274,7 @@ function depthwiseGradInput(g: Geometry, DY: FloatArray, W: FloatArray, DX: Floa
   const { n, cin, cout, kh, kw, w, outW, strideH: sh, strideW: sw } = g.a;
   const { ys, xs, ohw, hw, coutg } = g;
   const taps = kh * kw;
-  const plane = new Float64Array(hw);
+  const plane = scratch("plane", hw);
   for (let b = 0; b < n; b++) {
     for (let ci = 0; ci < cin; ci++) {
       plane.fill(0);

@@ -5,6 +5,7 @@
  * reference is at least as accurate as any device kernel it is compared with.
  */
 import type { CpuKernel, FloatArray } from "../cpu.ts";
+import { scratch } from "./scratch.ts";
 
 /** One C[M,N] (=|+=) op(A) op(B) (+ bias[N]) on arrays with element offsets. */
 export interface Gemm {
@@ -38,8 +39,8 @@ export function gemm(g: Gemm): void {
   const { m, n, k, b, bOff, c, cOff, bias, accumulate } = g;
   let a: FloatArray = g.a, aOff = g.aOff;
   if (g.transA) {
-    // Transpose A once (m*k, freed after the call) so the loops below always read rows of A contiguously.
-    const t = new Float64Array(m * k);
+    // Transpose A once (into scratch) so the loops below always read rows of A contiguously.
+    const t = scratch("transpose", m * k);
     for (let p = 0; p < k; p++) {
       const src = aOff + p * m;
       for (let i = 0; i < m; i++) t[i * k + p] = a[src + i];

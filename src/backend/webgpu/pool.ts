@@ -7,65 +7,43 @@
  * contents (writeBuffer runs before that work); the backend stages such writes through the command encoder
  * (see UploadArena), so the pool never has to track which buffers pending work reads.
  */
+import { PoolPolicy, type PoolStats } from "../../memory/allocator_pool.ts";
 
-/** Byte size a request is rounded to. Small: powers of two; then quarter steps (<= 25% slack); huge: 4 MiB. */
-export function sizeClass(bytes: number): number {
-  const b = Math.max(bytes, 256);
-  if (b <= 4096) return 2 ** Math.ceil(Math.log2(b));
-  if (b > 64 * 2 ** 20) return Math.ceil(b / 2 ** 22) * 2 ** 22;
-  const e = 2 ** (Math.floor(Math.log2(b)) - 2); // b lies in [4e, 8e): classes 4e, 5e, 6e, 7e, 8e
-  return Math.ceil(b / e) * e;
-}
+export { type PoolStats, sizeClass } from "../../memory/allocator_pool.ts";
 
-export interface PoolStats {
-  /** Buffers handed out and not yet returned, by their class sizes. */
-  inUseBytes: number;
-  /** Returned buffers kept for reuse. */
-  freeBytes: number;
-  buffers: number;
-  freeBuffers: number;
-  /** Requests served from the free lists / by creating a buffer. */
-  hits: number;
-  misses: number;
-}
-
+/**
+ * Storage buffers by size class. Which buffer a request gets is decided by PoolPolicy (size-only, shared
+ * with the null backend so that the governor predicts the pool's high-water bytes); this class only keeps
+ * the GPUBuffers behind the policy's counts.
+ */
 export class BufferPool {
+  readonly policy: PoolPolicy;
   #free = new Map<number, GPUBuffer[]>();
-  #inUse = 0;
-  #freeBytes = 0;
-  #buffers = 0;
-  #freeBuffers = 0;
-  #hits = 0;
-  #misses = 0;
 
   constructor(
     private readonly create: (size: number) => GPUBuffer,
-    private readonly maxBufferSize: number,
+    maxBufferSize: number,
     private readonly log?: (line: string) => void,
-  ) {}
+  ) {
+    this.policy = new PoolPolicy(maxBufferSize);
+  }
 
   /** The size a request of `bytes` occupies (never above the device's maxBufferSize). */
   classOf(bytes: number): number {
-    const c = sizeClass(bytes);
-    return c <= this.maxBufferSize ? c : Math.ceil(bytes / 4) * 4;
+    return this.policy.classOf(bytes);
   }
 
   acquire(bytes: number): GPUBuffer {
-    const size = this.classOf(bytes);
-    const list = this.#free.get(size);
-    let buffer = list?.pop();
-    if (buffer) {
-      this.#hits++;
-      this.#freeBytes -= size;
-      this.#freeBuffers--;
-    } else {
-      buffer = this.create(size);
-      this.#misses++;
-      this.#buffers++;
-      this.log?.(`create ${size} bytes for ${bytes} (pool: ${this.#buffers} buffers)`);
+    const { size, reused } = this.policy.acquire(bytes);
+    if (reused) return this.#free.get(size)!.pop()!;
+    try {
+      const buffer = this.create(size);
+      this.log?.(`create ${size} bytes for ${bytes} (pool: ${this.policy.stats().buffers} buffers)`);
+      return buffer;
+    } catch (e) {
+      this.policy.discard(size);
+      throw e;
     }
-    this.#inUse += size;
-    return buffer;
   }
 
   release(buffer: GPUBuffer): void {
@@ -73,43 +51,30 @@ export class BufferPool {
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);
     list.push(buffer);
-    this.#inUse -= size;
-    this.#freeBytes += size;
-    this.#freeBuffers++;
+    this.policy.release(size);
   }
 
   /** Forget a buffer that must not be reused (its creation failed) and destroy it. */
   discard(buffer: GPUBuffer): void {
-    this.#inUse -= buffer.size;
-    this.#buffers--;
+    this.policy.discard(buffer.size);
     buffer.destroy();
   }
 
   /** Destroy every cached free buffer; returns the bytes given back. Flush pending work before calling. */
   trim(): number {
-    const bytes = this.#freeBytes;
     for (const list of this.#free.values()) for (const b of list) b.destroy();
-    this.#buffers -= this.#freeBuffers;
     this.#free.clear();
-    this.#freeBytes = 0;
-    this.#freeBuffers = 0;
+    const bytes = this.policy.trim();
     if (bytes > 0) this.log?.(`trim: destroyed ${bytes} cached bytes`);
     return bytes;
   }
 
   get totalBytes(): number {
-    return this.#inUse + this.#freeBytes;
+    return this.policy.totalBytes;
   }
 
   stats(): PoolStats {
-    return {
-      inUseBytes: this.#inUse,
-      freeBytes: this.#freeBytes,
-      buffers: this.#buffers,
-      freeBuffers: this.#freeBuffers,
-      hits: this.#hits,
-      misses: this.#misses,
-    };
+    return this.policy.stats();
   }
 }
 
