@@ -18,7 +18,7 @@ async function mobilenet(images: number, backend: "cpu" | "webgpu") {
     const idx = await firstImages(`${STREAMS}/fog-s5-images-idx3-ubyte.gz`, images, `${dir}/fog-idx3-ubyte`);
     const run = await adaptWithinBudget(["--model", model, "--images", idx, ...PREPROCESS], backend);
     console.log(
-      `${backend}: ${run.method} batch ${run.batch} ${run.store}; process ${run.process_peak_bytes} B, ` +
+      `${backend}: ${run.method} memory ${run.memory} ${run.store}; process ${run.process_peak_bytes} B, ` +
         `predicted ${run.predicted_process_peak_bytes} B`,
     );
   } finally {
