@@ -12,6 +12,7 @@ import { type ConcreteStore, isStore } from "../memory/policy.ts";
 import { loadProfile } from "../devices/profile.ts";
 import type { Estimate, Estimator } from "../governor/estimate.ts";
 import { measuredBase, processEstimator } from "./memory.ts";
+import { maxBatch } from "../onnx/import.ts";
 import { BATCH_CAP, DEFAULT_MARGIN, type Plan, planRun } from "../governor/planner.ts";
 import {
   autoCandidates,
@@ -146,12 +147,23 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
     o.device !== undefined || o.resolved !== undefined;
   const estimator = await processEstimator(o);
+  const common = { topBlocks: o.topBlocks, guard: o.guard, chunk: o.chunk, statsFrom: o.statsFrom };
+  // A model exported with a batch baked into its graph takes at most that many images at once.
+  const most = maxBatch(o.model.module);
+  if (batch !== undefined && batch > most) {
+    throw new UsageError(
+      `--${
+        o.task === "adapt" ? "memory" : "batch"
+      } ${batch}: model "${o.model.path}" takes at most ${most} ` +
+        `image${most === 1 ? "" : "s"} at once (its export fixed the batch: re-export with dynamic_axes)`,
+    );
+  }
   if (!plans) {
     const method = o.method as MethodName;
     let e: Estimate | null = null;
     const store = resolveStore(o.store, method);
     try {
-      e = await estimator.estimate({ method, batch: batch!, store, topBlocks: o.topBlocks, guard: o.guard });
+      e = await estimator.estimate({ method, batch: batch!, store, ...common });
     } catch {
       // No prediction (flags the method itself will reject with its own message when it runs): the run goes
       // on and reports predicted_peak_bytes null.
@@ -181,10 +193,8 @@ export async function governed(o: GovernOptions): Promise<Governed> {
     batch,
     store: o.store === "auto" ? undefined : o.store,
     fallback: o.method === "auto" && o.task === "adapt",
-    topBlocks: o.topBlocks,
-    guard: o.guard,
-    chunk: o.chunk,
-    statsFrom: o.statsFrom,
+    ...common,
+    batchCap: Math.min(BATCH_CAP, most),
     unavailable,
   };
   let plan = await planRun(estimator, request);
@@ -206,8 +216,7 @@ export async function governed(o: GovernOptions): Promise<Governed> {
       method: plan.method,
       batch: plan.batch,
       store: plan.store,
-      topBlocks: o.topBlocks,
-      guard: o.guard,
+      ...common,
     }),
     estimator,
     plan: { ...plan, budget_source: budget.source },

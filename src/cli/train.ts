@@ -19,6 +19,7 @@ import { replaceClassifier } from "../onnx/classifier.ts";
 import type { ImageSet } from "../data/images.ts";
 import { UsageError } from "./errors.ts";
 import { methodHelp, names, trainMethod } from "../methods/registry.ts";
+import { batchNorms } from "../methods/tta.ts";
 import { trainSupervised } from "../methods/supervised.ts";
 import { STORES, withStore } from "../memory/policy.ts";
 import { exportModule } from "../onnx/export.ts";
@@ -124,6 +125,15 @@ export default async function train(args: string[]): Promise<number> {
 
   const backend = await openBackend(flags.backend, !flags.json);
   const model = await openModel(backend, flags.model);
+  if (!batchNorms(model.module).length) {
+    // Not an error: full and bias train the folded convolutions; but BN statistics and shifts (MobileTL's
+    // inner BNs, bias's BN shifts) do not exist to train, which a user of an eval export should know.
+    console.error(
+      `edgetrain train: warning: "${model.path}" has no BatchNormalization layers; if it is a PyTorch eval ` +
+        "export, BN was folded into the convolutions: re-export with " +
+        "training=torch.onnx.TrainingMode.PRESERVE to train BN shifts and statistics",
+    );
+  }
   const replaced = numClasses === undefined ? null : replaceClassifier(model.module, numClasses, seed);
   checkTrainLabels([data, ...(val ? [val] : [])], replaced?.classes ?? modelClasses(model), model.path);
   const basePre = await preprocessFor(model.path, flags);

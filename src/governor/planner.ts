@@ -123,6 +123,8 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
     if (request.batch !== undefined) return [request.batch];
     const cap = request.batchCap ?? BATCH_CAP;
     const list = BATCH_CANDIDATES.filter((b) => b <= cap);
+    // A model whose export fixed a batch below every candidate takes exactly that many.
+    if (!list.length) return [cap];
     return method === "source" ? [...list, 1] : list;
   };
   const storesOf = (method: MethodName): StoreName[] =>
@@ -178,6 +180,8 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
     .reduce<Estimate | null>((a, e) => (!a || need(e) < need(a) ? e : a), null);
   const e = chosenAt >= 0 ? outcomes[chosenAt].best! : cheapest;
   if (!e) {
+    // One method asked for: its own message (it names the fix); several: each one's.
+    if (outcomes.length === 1) throw new Error(`${outcomes[0].method}: ${outcomes[0].error}`);
     throw new Error(
       `plan: no method can run on this model (${outcomes.map((o) => `${o.method}: ${o.error}`).join("; ")})`,
     );

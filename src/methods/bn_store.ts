@@ -1,13 +1,13 @@
 /**
- * A device copy of every BN layer's state (affine and statistics) of a model: what BN-based adaptation
- * changes, so a teacher (RoTTA) or an adapter slot can keep its own version of it beside the shared, frozen
+ * A device copy of every normalisation layer's state (BN affine and statistics, LayerNorm affine) of a
+ * model: what adaptation changes, so a teacher (RoTTA) or an adapter slot can keep its own version of it beside the shared, frozen
  * backbone, and swap it in to run the model.
  */
 import type { Module } from "../nn/module.ts";
-import type { BatchNorm2d } from "../nn/layers.ts";
+import { BatchNorm2d, type LayerNorm } from "../nn/layers.ts";
 import type { Category } from "../memory/ledger.ts";
 import { keep, Tensor } from "../tensor.ts";
-import { batchNorms } from "./tta.ts";
+import { normLayers } from "./tta.ts";
 
 function copy(from: Tensor, to: Tensor): void {
   from.backend.run("copy", {
@@ -17,23 +17,26 @@ function copy(from: Tensor, to: Tensor): void {
   });
 }
 
-/** The four tensors of a BN layer, in a fixed order. */
-function tensorsOf(bn: BatchNorm2d): Tensor[] {
-  return [bn.weight, bn.bias, bn.runningMean, bn.runningVar];
+type Norm = BatchNorm2d | LayerNorm;
+
+/** The tensors of a norm layer in a fixed order: weight, bias (affine), then a BN's running mean and var. */
+function tensorsOf(m: Norm): Tensor[] {
+  if (m instanceof BatchNorm2d) return [m.weight, m.bias, m.runningMean, m.runningVar];
+  return [m.weight, m.bias].filter((t): t is Tensor => t !== null);
 }
 
 export class BnStore {
-  readonly #layers: BatchNorm2d[];
+  readonly #layers: Norm[];
   readonly #tensors: Tensor[][];
 
-  private constructor(layers: BatchNorm2d[], tensors: Tensor[][]) {
+  private constructor(layers: Norm[], tensors: Tensor[][]) {
     this.#layers = layers;
     this.#tensors = tensors;
   }
 
   /** A store holding a copy of `model`'s current BN state. */
   static of(model: Module, category: Category = "optimizer"): BnStore {
-    const layers = batchNorms(model).map(([, bn]) => bn);
+    const layers = normLayers(model).map(([, m]) => m);
     const tensors = layers.map((bn) =>
       tensorsOf(bn).map((t) => keep(Tensor.empty(t.backend, t.shape, { category })))
     );
@@ -68,7 +71,8 @@ export class BnStore {
    */
   emaAffineFrom(nu: number): void {
     this.#layers.forEach((bn, i) => {
-      for (const j of [0, 1]) {
+      // The affine part: a BN's first two tensors, a LayerNorm's (it has no statistics).
+      for (const j of [0, 1].filter((j) => j < this.#tensors[i].length)) {
         const own = this.#tensors[i][j], model = tensorsOf(bn)[j];
         const b = own.backend;
         const diff = Tensor.empty(b, own.shape, { category: "workspace" });

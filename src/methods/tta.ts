@@ -4,7 +4,7 @@
  * are read back once per batch: predictions and filters are computed on the host, gradients on the device).
  */
 import type { Module } from "../nn/module.ts";
-import { BatchNorm2d } from "../nn/layers.ts";
+import { BatchNorm2d, LayerNorm } from "../nn/layers.ts";
 import type { Tensor } from "../tensor.ts";
 import type { AdaptMethodName } from "./registry.ts";
 
@@ -50,6 +50,20 @@ export function batchNorms(model: Module): [string, BatchNorm2d][] {
   return model.namedModules().filter((e): e is [string, BatchNorm2d] => e[1] instanceof BatchNorm2d);
 }
 
+/** Every normalisation layer: BatchNorm and LayerNorm (ConvNeXt, ViT: SAR's setting). */
+export function normLayers(model: Module): [string, BatchNorm2d | LayerNorm][] {
+  return model.namedModules().filter((e): e is [string, BatchNorm2d | LayerNorm] =>
+    e[1] instanceof BatchNorm2d || e[1] instanceof LayerNorm
+  );
+}
+
+/** Why a model has nothing for TENT-style methods to adapt (one line naming the fix). */
+export const NO_NORM_LAYERS =
+  "The model has no affine BatchNormalization or LayerNormalization layers to adapt. A PyTorch export in eval " +
+  "mode folds BatchNorm into the convolutions: re-export with torch.onnx.export(..., " +
+  "training=torch.onnx.TrainingMode.PRESERVE) to keep them. A model without normalisation layers can only " +
+  "run as --method source";
+
 /**
  * Robust BN (RoTTA's RBN, simplified): every BN keeps target statistics as its running ones, an exponential
  * moving average started from the source statistics. Predictions normalise with them (eval mode: never with
@@ -72,24 +86,28 @@ export function learnMode(model: Module, track: boolean): void {
   for (const [, bn] of batchNorms(model)) bn.trackRunningStats = track;
 }
 
-/** Make BN affine parameters the only trainable ones (TENT, EATA, SAR); returns them. */
+/**
+ * Make the affine parameters of every BN and LayerNorm the only trainable ones (TENT, EATA, SAR, RoTTA; a
+ * LayerNorm-only model such as ConvNeXt or ViT adapts its LayerNorms, as SAR does); returns them.
+ */
 export function trainBnAffine(model: Module): Tensor[] {
   const affine = new Set<Tensor>();
-  for (const [, bn] of batchNorms(model)) {
-    if (bn.affine) affine.add(bn.weight).add(bn.bias);
+  for (const [, m] of normLayers(model)) {
+    if (m instanceof BatchNorm2d) {
+      if (m.affine) affine.add(m.weight).add(m.bias);
+    } else {
+      if (m.weight) affine.add(m.weight);
+      if (m.bias) affine.add(m.bias);
+    }
   }
-  if (affine.size === 0) {
-    throw new Error(
-      "The model has no affine BatchNormalization layers to adapt (was BN folded into Conv at export?)",
-    );
-  }
+  if (affine.size === 0) throw new Error(NO_NORM_LAYERS);
   return model.setTrainable((_name, p) => affine.has(p));
 }
 
-/** Names of the model state BN layers own (affine and statistics): all that BN-based adaptation changes. */
+/** Names of the state normalisation layers own (affine, BN statistics): all that adaptation changes. */
 function bnStateNames(model: Module): Set<string> {
   const names = new Set<string>();
-  for (const [prefix, bn] of batchNorms(model)) {
+  for (const [prefix, bn] of normLayers(model)) {
     for (const [k] of bn.namedState()) names.add(prefix ? `${prefix}.${k}` : k);
   }
   return names;

@@ -211,6 +211,9 @@ Deno.test("edgetrain adapt --method bn and tent run on PRESERVE exports across t
     ["efficientnet_b0", "bn"],
     ["convnext_tiny", "bn"],
     ["vit", "bn"],
+    // LayerNorm-only models adapt their LayerNorm affine (issue 13 item 3).
+    ["convnext_tiny", "tent"],
+    ["vit", "rotta"],
   ];
   for (const [model, method] of cases) {
     const out = json(
@@ -231,7 +234,53 @@ Deno.test("edgetrain adapt --method bn and tent run on PRESERVE exports across t
     );
     equal(out.n, 8, `${model} ${method}`);
     ok(Number.isFinite(out.mean_entropy), `${model} ${method}: ${JSON.stringify(out)}`);
-    if (method === "tent") ok(out.updates > 0, `${model}: TENT made no update`);
+    if (method !== "bn") ok(out.updates > 0, `${model}: ${method} made no update`);
   }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("edgetrain adapt, plan and train name the PRESERVE re-export when a model has no normalisation layer to adapt (issue 13 item 3)", async () => {
+  const dir = await imageFolder(["a", "b"], 2);
+  const fix = /training=torch\.onnx\.TrainingMode\.PRESERVE/;
+  for (const model of ["resnet18_eval", "squeezenet1_1_preserve"]) {
+    const adapt = await runCli([
+      "adapt",
+      "--model",
+      `${ZOO}/${model}.onnx`,
+      "--images",
+      dir,
+      "--method",
+      "tent",
+      ...COMMON,
+    ]);
+    equal(adapt.code, 1, adapt.stderr);
+    // One line says it all (after the preprocessing warning this test's images get).
+    match(adapt.stderr.trim().split("\n").at(-1)!, fix);
+    const plan = await runCli([
+      "plan",
+      "--model",
+      `${ZOO}/${model}.onnx`,
+      "--method",
+      "tent",
+      "--input",
+      "3,64,64",
+    ]);
+    equal(plan.code, 1, plan.stderr);
+    match(plan.stdout + plan.stderr, fix);
+  }
+  const train = await runCli([
+    "train",
+    "--model",
+    `${ZOO}/mobilenet_v2_eval.onnx`,
+    "--images",
+    dir,
+    "--method",
+    "mobiletl",
+    "--num-classes",
+    "2",
+    ...COMMON,
+  ]);
+  match(train.stderr, fix);
+  equal(train.code, 0, train.stderr);
   await Deno.remove(dir, { recursive: true });
 });
