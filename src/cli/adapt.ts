@@ -22,7 +22,21 @@ import { sampleRss } from "../devices/footprint.ts";
 import { progressObserver } from "./progress.ts";
 import { predictionsObserver, predictionsWriter } from "./predict.ts";
 import { predictionsFormat } from "../data/predictions_out.ts";
-import { orderStreams, parseStreamFlags, STREAM_FLAGS, STREAM_HELP, streamSettings } from "./stream_flags.ts";
+import {
+  BANK_FLAGS,
+  BANK_HELP,
+  checkBankMethod,
+  governBank,
+  orderStreams,
+  parseBankFlags,
+  parseStreamFlags,
+  STREAM_FLAGS,
+  STREAM_HELP,
+  streamSettings,
+} from "./stream_flags.ts";
+import { bankOf, withBank } from "../methods/bank/mod.ts";
+import { Timeline } from "../report/timeline.ts";
+import { writeRunReport } from "../report/run_report.ts";
 
 export const HELP =
   `edgetrain adapt --model M.onnx --images I1 [--images I2 ...] [--labels L1 ...] --method METHOD [options]
@@ -30,6 +44,7 @@ export const HELP =
   --method METHOD|auto      (default ${SERVICE_DEFAULT}; auto: the strongest that fits the budget)
 ${methodHelp("adapt", "                              ")}
 ${STREAM_HELP}
+${BANK_HELP}
   --store fp32|fp16|int8|int4|mask|auto   how saved activations are kept (default auto: fp32, or the most
                             faithful store that fits when the governor plans)
   --budget B | --device NAME|auto   plan method/batch/store to fit B (256MiB, 1.5GiB) or a device profile's
@@ -42,6 +57,8 @@ ${STREAM_HELP}
   --save-state FILE         write the adapted state (model, optimizer, method counters; the checkpoint
                             format of \`serve\`, checksummed, written atomically)
   --load-state FILE         continue from a saved state of the same model and method
+  --report R.html           a self-contained page with the stream as a timeline (error, entropy, drift,
+                            active slot, memory) for someone who did not run it
   --out P.jsonl|P.csv       one row per image: its online prediction (top-k classes with probabilities)
   --top-k K --logits --classes FILE   as for predict
   --json                    print one JSON object on stdout`;
@@ -53,6 +70,8 @@ export default async function adapt(args: string[]): Promise<number> {
     labels: { type: "string", multiple: true },
     method: { type: "string", default: SERVICE_DEFAULT },
     ...STREAM_FLAGS,
+    ...BANK_FLAGS,
+    report: { type: "string" },
     store: { type: "string", default: "auto" },
     ...GOVERNOR_FLAGS,
     lr: { type: "string" },
@@ -91,6 +110,7 @@ export default async function adapt(args: string[]): Promise<number> {
   }
   const protocol: Protocol = flags["reset-each-domain"] ? "reset-each-domain" : "continual";
   const streamFlags = parseStreamFlags(flags);
+  const bankFlags = parseBankFlags(flags);
   const lr = parseNumber("lr", flags.lr, { min: 0 });
   const topK = parseNumber("top-k", flags["top-k"], { integer: true, min: 1 })!;
   if (flags.out !== undefined) predictionsFormat(flags.out); // a typo fails before any work
@@ -117,15 +137,26 @@ export default async function adapt(args: string[]): Promise<number> {
     guard: true,
     warmup: warmup !== undefined,
     samples: streams.reduce((n, s) => n + s.set.n, 0),
+    bank: bankFlags ? { ...bankFlags.settings, slots: bankFlags.slots ?? 2 } : undefined,
   });
   const { batch, store } = gov;
   const descriptor = adaptMethod(gov.method);
-  const m = await descriptor.create(model.module, {
-    lr,
-    warmup,
-    name: model.path,
-    stream: streamSettings(streamFlags, batch, !flags["no-collapse-guard"]),
-  });
+  checkBankMethod(bankFlags, descriptor);
+  const bank = bankFlags ? await governBank(bankFlags, gov, backend) : null;
+  if (bank?.plan) {
+    // The run keeps the slots the governor found room for: its prediction is that run's.
+    gov.estimate = bank.plan.estimate;
+    gov.predicted_peak_bytes = bank.plan.estimate.peak_bytes;
+  }
+  const m = await descriptor.create(
+    model.module,
+    withBank({
+      lr,
+      warmup,
+      name: model.path,
+      stream: streamSettings(streamFlags, batch, !flags["no-collapse-guard"]),
+    }, bank?.settings),
+  );
   const modelSha = flags["save-state"] || flags["load-state"]
     ? await sha256Hex(await Deno.readFile(model.path))
     : "";
@@ -154,12 +185,14 @@ export default async function adapt(args: string[]): Promise<number> {
         statsFrom: streamFlags.statsFrom,
         store: s,
         guard: true,
+        bank: bank?.settings,
       })).peak_bytes,
   });
   const total = streams.reduce((n, s) => n + s.set.n, 0);
   const writer = flags.out === undefined
     ? null
     : predictionsWriter(flags.out, { topK, logits: flags.logits! }, job);
+  const timeline = flags.report ? new Timeline(backend.ledger) : null;
   const report = await withStore(store, () =>
     runAdaptation(backend, m, streams, {
       batch: streamFlags.chunk,
@@ -169,11 +202,21 @@ export default async function adapt(args: string[]): Promise<number> {
         progressObserver(m.name, total),
         { chunk: sampleRss },
         ...(writer ? [predictionsObserver(writer, streams)] : []),
+        ...(timeline ? [timeline.observer()] : []),
       ],
       guard,
     }));
   guard.dispose();
   writer?.close();
+  if (timeline) {
+    await writeRunReport(flags.report!, timeline.data(), report, {
+      model: model.path,
+      backend: backend.name,
+      chunk: streamFlags.chunk,
+      memory: batch,
+      threshold: bankOf(m)?.selector.threshold ?? null,
+    });
+  }
   if (flags["save-state"]) {
     const bytes = await encodeCheckpoint({
       model_sha256: modelSha,
@@ -185,11 +228,21 @@ export default async function adapt(args: string[]): Promise<number> {
     await writeFileAtomic(flags["save-state"], bytes);
   }
   if (flags.export) {
-    await Deno.writeFile(
-      flags.export,
-      await exportModule(model.onnx, model.module, { producerName: "edgetrain" }),
-    );
+    // With a bank: the active slot, its adapters folded into the weights (a plain model of the same graph).
+    const write = async () =>
+      await Deno.writeFile(
+        flags.export!,
+        await exportModule(model.onnx, model.module, { producerName: "edgetrain" }),
+      );
+    const banked = bankOf(m);
+    await (banked ? banked.folded(write) : write());
   }
+  // The bank's total against the governor's: the plan has every slot holding a state.
+  const adapters = report.adapters && {
+    ...report.adapters,
+    slots_from: bank?.plan ? `governor: ${bank.plan.reason}` : "--bank-slots",
+    predicted_bytes: bank?.plan?.predicted_bytes ?? gov.estimate?.peak_by_category.adapters ?? null,
+  };
   const out = {
     model: model.path,
     backend: backend.name,
@@ -197,6 +250,7 @@ export default async function adapt(args: string[]): Promise<number> {
     skipped: report.skipped + skipped.length,
     skipped_inputs: [...skipped, ...report.skipped_inputs],
     ...(writer ? { out: writer.path, rows: writer.rows } : {}),
+    ...(adapters ? { adapters } : {}),
     memory: batch,
     store,
     predicted_peak_bytes: gov.predicted_peak_bytes,
@@ -218,7 +272,8 @@ export default async function adapt(args: string[]): Promise<number> {
     if (gov.plan) console.log(`plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
     for (const d of out.domains) {
       console.log(
-        `  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}`,
+        `  ${d.images}: ${d.n} images${d.error !== null ? `, error ${(100 * d.error).toFixed(2)}%` : ""}` +
+          (d.slot !== undefined ? `, slot ${d.slot}` : ""),
       );
     }
     console.log(
@@ -235,6 +290,14 @@ export default async function adapt(args: string[]): Promise<number> {
           ? `, predicted ${out.predicted_process_peak_bytes} B`
           : ""),
     );
+    const a = adapters;
+    if (a) {
+      console.log(
+        `adapter bank (${a.adapter}): ${a.open} of ${a.slots} slots open (${a.slots_from}), ${a.switches} ` +
+          `switches, ${a.opened} opened, ${a.merged} merged, ${a.evicted} evicted, ${a.bytes} B stored` +
+          (a.predicted_bytes !== null ? ` (planned ${a.predicted_bytes} B with every slot open)` : ""),
+      );
+    }
     for (const b of guard.backoffs) {
       console.log(
         `  back-off after ${b.step} steps: batch ${b.from.batch} ${b.from.store} -> ${b.to.batch} ${b.to.store}`,

@@ -24,6 +24,7 @@ import {
 } from "../methods/registry.ts";
 import { formatBytes, parseBytes, parseFlags, parseNumber } from "./args.ts";
 import { BACKEND_FLAG, type LoadedModel, openBackend, openModel } from "./common.ts";
+import type { BankSettings } from "../methods/bank/mod.ts";
 import { UsageError } from "./errors.ts";
 
 export const HELP = `edgetrain plan --model M.onnx [--budget B | --device NAME|auto] [options]
@@ -116,6 +117,8 @@ export interface GovernOptions {
   samples?: number;
   /** The backend the run uses, when it is not open (plan): "cpu" or "webgpu", with its adapter. */
   target?: { backend: "cpu" | "webgpu"; adapter?: string; maxBufferSize?: number };
+  /** The adapter bank the run keeps (--bank): counted in every estimate. */
+  bank?: BankSettings;
 }
 
 export interface Governed {
@@ -147,7 +150,7 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
     o.device !== undefined || o.resolved !== undefined;
   const estimator = await processEstimator(o);
-  const common = { topBlocks: o.topBlocks, guard: o.guard, chunk: o.chunk, statsFrom: o.statsFrom };
+  const common = { topBlocks: o.topBlocks, guard: o.guard, chunk: o.chunk, statsFrom: o.statsFrom, bank: o.bank };
   // A model exported with a batch baked into its graph takes at most that many images at once.
   const most = maxBatch(o.model.module);
   if (batch !== undefined && batch > most) {

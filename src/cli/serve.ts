@@ -12,7 +12,8 @@ import { isLoopback, parseListen } from "../service/server.ts";
 import { startService } from "../service/service.ts";
 import { checkpointedMethod, sha256Hex } from "../service/checkpoint.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
-import { methodHelp, SERVICE_DEFAULT } from "../methods/registry.ts";
+import { adaptMethod, methodHelp, SERVICE_DEFAULT } from "../methods/registry.ts";
+import { BANK_FLAGS, BANK_HELP, checkBankMethod, governBank, parseBankFlags } from "./stream_flags.ts";
 
 export const HELP = `edgetrain serve --model M.onnx --method METHOD --state DIR [options]
 
@@ -40,12 +41,14 @@ ${methodHelp("adapt", "                              ")}
   --settle-ms T             spool: take a file written in place once unchanged for T ms (default 1000)
   --results-max-bytes B     spool: rotate the results file at B (default 64MiB)
   --results-keep K          spool: rotated results files kept (default 4)
+${BANK_HELP}
   --lr X                    learning rate (default: the method's)
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
   --backend webgpu|cpu|auto --mean --std --pad --size --channels   as for adapt
 
 API: POST /v1/predict (image/png, image/jpeg, or application/octet-stream float32 LE with X-Shape: C,H,W),
-GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state. Needs --unstable-net for sd_notify.`;
+GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state, GET /v1/report (an HTML page of the stream).
+Needs --unstable-net for sd_notify.`;
 
 export default async function serve(args: string[]): Promise<number> {
   const flags = parseFlags("serve", args, {
@@ -74,6 +77,7 @@ export default async function serve(args: string[]): Promise<number> {
     "results-keep": { type: "string", default: "4" },
     lr: { type: "string" },
     "no-collapse-guard": { type: "boolean", default: false },
+    ...BANK_FLAGS,
     help: { type: "boolean", default: false },
     ...BACKEND_FLAG,
     ...PREPROCESS_FLAGS,
@@ -139,6 +143,7 @@ export default async function serve(args: string[]): Promise<number> {
     }
   }
   const maxChunk = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
+  const bankFlags = parseBankFlags(flags);
   oneOf("stats-from", flags["stats-from"], ["bank", "stream"]);
   const statsFrom = flags["stats-from"] as "bank" | "stream";
   const gov = await governed({
@@ -154,7 +159,11 @@ export default async function serve(args: string[]): Promise<number> {
     input: shape,
     backend,
     guard: true,
+    bank: bankFlags ? { ...bankFlags.settings, slots: bankFlags.slots ?? 2 } : undefined,
   });
+  checkBankMethod(bankFlags, adaptMethod(gov.method));
+  const bank = bankFlags ? await governBank(bankFlags, gov, backend) : null;
+  if (bank?.plan) console.error(`edgetrain serve: adapter bank: ${bank.plan.reason}`);
   if (gov.plan) {
     console.error(`edgetrain serve: plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);
   }
@@ -175,6 +184,7 @@ export default async function serve(args: string[]): Promise<number> {
         statsFrom,
         store: st,
         guard: true,
+        bank: bank?.settings,
       })).peak_bytes,
     lr: parseNumber("lr", flags.lr, { min: 0 }),
     state: flags.state,
@@ -198,6 +208,7 @@ export default async function serve(args: string[]): Promise<number> {
       keep: parseNumber("results-keep", flags["results-keep"], { integer: true, min: 0 }),
     },
     collapseGuard: !flags["no-collapse-guard"],
+    bank: bank?.settings,
   });
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
   const handlers = signals.map((sig) => {

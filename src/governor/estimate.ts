@@ -16,6 +16,7 @@ import { type ConcreteStore, type StoreName, withStore } from "../memory/policy.
 import type { AdaptDescriptor, TrainDescriptor } from "../methods/descriptor.ts";
 import { type MethodName, methodNamed, resolveStore } from "../methods/registry.ts";
 import { feedChunk } from "../methods/run.ts";
+import { type BankSettings, withBank } from "../methods/bank/mod.ts";
 import { AdaptStream } from "../methods/stream.ts";
 import { supervisedStep } from "../methods/supervised.ts";
 import { makeOptimizer } from "../methods/backprop_method.ts";
@@ -46,6 +47,8 @@ export interface EstimateOptions {
   extra?: Record<string, unknown>;
   /** Learning steps (train: steps) to run (default: 4 for EATA, whose Fisher phase takes 2; else 2). */
   steps?: number;
+  /** Adapt: the adapter bank (--bank), every slot holding a state (its most). */
+  bank?: BankSettings;
 }
 
 /** The ledger's figures of a run on the null backend (what the estimator caches). */
@@ -189,7 +192,7 @@ export class Estimator {
     steps: number,
   ): Promise<number> {
     const stream = { capacity: o.batch, every: o.batch, statsFrom: o.statsFrom, collapseGuard: false };
-    const method = await d.create(this.#model, { plan: true, extra: o.extra, stream });
+    const method = await d.create(this.#model, withBank({ plan: true, extra: o.extra, stream }, o.bank));
     const guard = o.guard
       ? new RuntimeGuard(this.#backend, { batch: o.batch, store, backward: d.backward })
       : undefined;

@@ -15,6 +15,7 @@ import type { ByCategory } from "../memory/ledger.ts";
 import type { ConcreteStore, StoreName } from "../memory/policy.ts";
 import { type MethodName, methodNamed } from "../methods/registry.ts";
 import type { Estimate, Estimator } from "./estimate.ts";
+import type { BankSettings } from "../methods/bank/mod.ts";
 /** The largest batch the planner picks on its own. */
 export const BATCH_CAP = 64;
 /** Batch sizes tried, largest first (`--batch auto`). */
@@ -58,6 +59,8 @@ export interface PlanRequest {
   guard?: boolean;
   /** Methods ruled out before any estimate, with why (listed among the alternatives). */
   unavailable?: Partial<Record<MethodName, string>>;
+  /** The adapter bank every configuration runs with (--bank). */
+  bank?: BankSettings;
 }
 
 export interface Alternative {
@@ -118,6 +121,7 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
       guard: request.guard,
       chunk: request.chunk,
       statsFrom: request.statsFrom,
+      bank: request.bank,
     });
   const batchesFor = (method: MethodName): number[] => {
     if (request.batch !== undefined) return [request.batch];
@@ -248,7 +252,7 @@ export async function planRun(estimator: Estimator, request: PlanRequest): Promi
 }
 
 /** What must fit the budget: the process's peak (the device's, for tensors on a GPU, when larger). */
-function need(e: Estimate): number {
+export function need(e: Estimate): number {
   return Math.max(e.process_peak_bytes, e.device_peak_bytes ?? 0);
 }
 

@@ -6,7 +6,10 @@
  * single step.
  */
 
-/** `bank`: the frames a streaming method keeps to adapt on (src/methods/memory_bank.ts). */
+/**
+ * `bank`: the frames a streaming method keeps to adapt on (src/methods/memory_bank.ts). `adapters`: the
+ * adapter bank's stored per-domain states (src/methods/bank/slots.ts), one slot per domain.
+ */
 export const CATEGORIES = [
   "weights",
   "activations",
@@ -15,13 +18,14 @@ export const CATEGORIES = [
   "optimizer",
   "workspace",
   "bank",
+  "adapters",
 ] as const;
 export type Category = typeof CATEGORIES[number];
 
 export type ByCategory = Record<Category, number>;
 
 function zeros(): ByCategory {
-  return { weights: 0, activations: 0, saved: 0, grads: 0, optimizer: 0, workspace: 0, bank: 0 };
+  return { weights: 0, activations: 0, saved: 0, grads: 0, optimizer: 0, workspace: 0, bank: 0, adapters: 0 };
 }
 
 export interface LedgerSnapshot {

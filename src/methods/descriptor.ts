@@ -9,6 +9,7 @@ import type { Module } from "../nn/module.ts";
 import type { OptimizerConfig } from "./backprop_method.ts";
 import type { TransferPlan } from "./mobiletl.ts";
 import type { TtaMethod } from "./tta.ts";
+import type { StreamWrap } from "./streaming.ts";
 
 export interface MethodOptions {
   lr?: number;
@@ -26,6 +27,8 @@ export interface MethodOptions {
   extra?: Record<string, unknown>;
   /** How the method meets the stream (streaming.ts): memory bank, learning cadence, target statistics. */
   stream?: StreamSettings;
+  /** What wraps the method's core instead of a plain StreamingMethod (the adapter bank: bank/mod.ts withBank). */
+  wrap?: StreamWrap;
 }
 
 export interface StreamSettings {

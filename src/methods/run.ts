@@ -18,6 +18,7 @@ import {
   type StreamPosition,
 } from "./stream.ts";
 import type { TtaMethod } from "./tta.ts";
+import { bankOf, type BankSummary } from "./bank/mod.ts";
 
 export type Protocol = "continual" | "reset-each-domain";
 
@@ -57,6 +58,8 @@ export interface DomainReport {
   /** Online error (fraction) when labels exist, else null. */
   error: number | null;
   skipped: number;
+  /** With --bank: the adapter slot that answered most of this segment's frames. */
+  slot?: number;
 }
 
 export interface SkippedInput {
@@ -88,6 +91,8 @@ export interface AdaptReport {
   adaptation_steps: number;
   /** Frames in the memory bank at the end, and the bank's capacity in frames and bytes (ledger "bank"). */
   bank: { size: number; capacity: number; bytes: number } | null;
+  /** With --bank, the adapter bank (src/methods/bank/; `bank` above is the memory bank of frames). */
+  adapters?: BankSummary;
   mean_entropy: number;
   /** Steady-state time per chunk: the mean over every chunk after the first. */
   ms_per_batch: number;
@@ -180,10 +185,14 @@ export async function runAdaptation(
   };
   const times: number[] = [];
   let entropySum = 0;
+  /** Frames each adapter slot answered, per domain. */
+  const slotFrames: Map<number, number>[] = domains.map(() => new Map());
   const stream = new AdaptStream(method, options);
   stream.observe({
     chunk: (e: ChunkEvent) => {
       times.push(e.ms);
+      const tally = e.adapters && slotFrames[e.domain];
+      tally?.set(e.adapters!.active, (tally.get(e.adapters!.active) ?? 0) + e.rows);
       entropySum += e.result.entropy * e.rows;
       if (e.result.updated) report.updates++;
       report.adaptation_steps += e.result.learned ?? 0;
@@ -245,7 +254,17 @@ export async function runAdaptation(
         o.scored?.({ rows: idx.length, wrong: chunkWrong, labeled: set.labels ? keepIdx.length : 0 });
       }
     }
-    report.domains.push({ images: domain.name, n, error: labeled ? wrong / labeled : null, skipped });
+    const slot = [...slotFrames[d]].reduce<[number, number] | null>(
+      (a, b) => (!a || b[1] > a[1] ? b : a),
+      null,
+    );
+    report.domains.push({
+      images: domain.name,
+      n,
+      error: labeled ? wrong / labeled : null,
+      skipped,
+      ...(slot ? { slot: slot[0] } : {}),
+    });
     report.n += n;
     report.skipped += skipped;
     wrongAll += wrong;
@@ -260,6 +279,8 @@ export async function runAdaptation(
   report.peak_bytes = snap.peakBytes;
   report.peak_saved_bytes = snap.peak.saved;
   if (options.guard) report.backoffs = options.guard.backoffs;
+  const bank = bankOf(method);
+  if (bank) report.adapters = bank.summary();
   for (const o of observers) o.done?.({ error: report.error });
   return report;
 }

@@ -7,6 +7,7 @@
  */
 import type { Backoff, RuntimeGuard } from "../governor/guard.ts";
 import type { Tensor } from "../tensor.ts";
+import { type AdapterChunk, type AdapterEvent, bankOf } from "./bank/mod.ts";
 import { type LogitStats, logitStats, type StepResult, type TtaMethod } from "./tta.ts";
 
 /** Where a chunk sits in the stream: adapt's --images segment and the chunk's index in it. */
@@ -22,6 +23,8 @@ export interface ChunkEvent extends StreamPosition {
   stats: LogitStats;
   /** Wall time of the step (forward, backward, update) in ms. */
   ms: number;
+  /** The adapter bank's slot for the chunk and what it changed (with --bank). */
+  adapters?: AdapterChunk;
 }
 
 export type ResetCause = "method" | "collapse" | "protocol" | "api";
@@ -36,6 +39,8 @@ export interface StreamObserver {
   chunk?(e: ChunkEvent): void;
   reset?(e: ResetEvent): void;
   backoff?(e: Backoff): void;
+  /** The adapter bank switched, opened, merged or evicted a slot (before the chunk's answers). */
+  adapter?(e: AdapterEvent & StreamPosition): void;
 }
 
 export interface StreamOptions {
@@ -70,7 +75,16 @@ export class AdaptStream {
     const result = guard ? await guard.run(this.method, x) : await this.method.step(x);
     const ms = performance.now() - t0;
     const stats = logitStats(result.logits, result.classes);
-    const event: ChunkEvent = { ...at, rows: x.shape[0], result, stats, ms };
+    const adapters = bankOf(this.method)?.takeChunk();
+    for (const e of adapters?.events ?? []) for (const o of this.#observers) o.adapter?.({ ...e, ...at });
+    const event: ChunkEvent = {
+      ...at,
+      rows: x.shape[0],
+      result,
+      stats,
+      ms,
+      ...(adapters ? { adapters } : {}),
+    };
     for (const o of this.#observers) o.chunk?.(event);
     if (result.reset) this.#emitReset(result.resetCause ?? "method", result.resetReason ?? "method reset");
     return event;

@@ -242,11 +242,11 @@ export class StreamingMethod implements TtaMethod {
 }
 
 /**
- * State entries whose size depends on the stream so far (the bank's frames and bookkeeping): a checkpoint's
- * shape check skips them.
+ * State entries whose size depends on the stream so far (the memory bank's frames and bookkeeping, the adapter
+ * bank's slots): a checkpoint's shape check skips them.
  */
 export function isVariableStateKey(key: string): boolean {
-  return /^(bank|recent|stream)\./.test(key);
+  return /^(bank|recent|stream|slots)\./.test(key);
 }
 
 /** A forward in train mode that only moves the BN running statistics toward x's. */
@@ -276,15 +276,22 @@ export async function predictLogits(
   }
 }
 
-/** A core wrapped for the stream with the run's settings (MethodOptions.stream; RoTTA's defaults). */
-export function streamed(core: StreamCore, o: { stream?: StreamSettings }): StreamingMethod {
+/** Builds the method around a core and its stream options (the adapter bank, src/methods/bank/). */
+export type StreamWrap = (core: StreamCore, options: StreamingOptions) => TtaMethod;
+
+/**
+ * A core wrapped for the stream with the run's settings (MethodOptions.stream; RoTTA's defaults), by
+ * MethodOptions.wrap when there is one.
+ */
+export function streamed(core: StreamCore, o: { stream?: StreamSettings; wrap?: StreamWrap }): TtaMethod {
   const s = o.stream ?? {};
   const capacity = s.capacity ?? 64;
-  return new StreamingMethod(core, {
+  const options: StreamingOptions = {
     capacity,
     every: s.every ?? capacity,
     statsFrom: s.statsFrom ?? "bank",
     collapseGuard: s.collapseGuard,
     fillFirst: s.fillFirst,
-  });
+  };
+  return o.wrap ? o.wrap(core, options) : new StreamingMethod(core, options);
 }

@@ -12,6 +12,10 @@ import type { TtaMethod } from "../methods/tta.ts";
 import { Tensor } from "../tensor.ts";
 import { type Checkpoint, type CheckpointStore, checkSameTensors, sha256Hex } from "./checkpoint.ts";
 import { Histogram, type MetricsText, STEP_BUCKETS } from "./metrics.ts";
+import { bankOf } from "../methods/bank/mod.ts";
+import { renderBankMetrics } from "../methods/bank/metrics.ts";
+import { renderReport } from "../report/html.ts";
+import { Timeline } from "../report/timeline.ts";
 
 export interface Prediction {
   class: number;
@@ -63,6 +67,8 @@ export class AdaptEngine {
   resumedFrom: CheckpointInfo | null = null;
   readonly started = new Date();
   readonly stream: AdaptStream;
+  /** The stream since this process started, for GET /v1/report (bounded: its resolution halves). */
+  readonly timeline: Timeline;
   #log: (m: string) => void;
 
   constructor(readonly options: EngineOptions) {
@@ -87,7 +93,16 @@ export class AdaptEngine {
         this.#log(
           `out of memory: batch ${b.from.batch} ${b.from.store} -> ${b.to.batch} ${b.to.store} (${b.reason})`,
         ),
+      adapter: (e) =>
+        this.#log(
+          `adapter bank: ${e.action} ${e.from >= 0 ? `slot ${e.from}` : ""}${
+            e.to >= 0 ? ` -> slot ${e.to}` : ""
+          }` +
+            (Number.isFinite(e.distance) ? ` (distance ${e.distance.toPrecision(3)})` : ""),
+        ),
     });
+    this.timeline = new Timeline(options.backend.ledger);
+    this.stream.observe(this.timeline.observer());
   }
 
   /** Loads the newest valid checkpoint of the store (bad ones are set aside); null when starting fresh. */
@@ -214,13 +229,60 @@ export class AdaptEngine {
       resumed_from: this.resumedFrom,
       started: this.started.toISOString(),
       uptime_s: (Date.now() - this.started.getTime()) / 1000,
+      ...this.#adapters(),
       ...extra,
     };
   }
 
+  /** The adapter bank for GET /v1/state: its counters and every open slot. */
+  #adapters(): Record<string, unknown> {
+    const bank = bankOf(this.method);
+    return bank ? { adapters: { ...bank.summary(), slot_list: bank.slotViews() } } : {};
+  }
+
+  /** GET /v1/report: the stream since this process started, as one self-contained page. */
+  report(): string {
+    const bank = bankOf(this.method);
+    const t = this.timeline.data();
+    const s = bank?.summary();
+    return renderReport({
+      title: `edgetrain serve: ${this.method.name}${bank ? " + adapter bank" : ""}`,
+      facts: [
+        ["model", this.options.modelPath],
+        ["backend", this.options.backend.name],
+        ["since", this.started.toISOString()],
+        ["frames", `${t.frames} since start (${this.total.predictions} over the state's life)`],
+      ],
+      cards: [
+        [
+          "mean entropy (nats)",
+          this.process.predictions ? (this.entropySum / this.process.predictions).toFixed(3) : "–",
+        ],
+        ["adaptation steps of the state", String(this.steps)],
+        ...(s
+          ? [
+            ["adapter slots open", `${s.open} / ${s.slots}`] as [string, string],
+            [
+              "switches · opened · merged · evicted",
+              `${s.switches} · ${s.opened} · ${s.merged} · ${s.evicted}`,
+            ] as [
+              string,
+              string,
+            ],
+          ]
+          : []),
+        ["peak device memory (ledger)", `${(t.peakBytes / 2 ** 20).toFixed(2)} MiB`],
+      ],
+      threshold: bank?.selector.threshold ?? null,
+      generated: `edgetrain serve, ${
+        new Date().toISOString()
+      }; no labels reach a service, so there is no error panel`,
+    }, t);
+  }
+
   render(text: MetricsText): MetricsText {
     const snap = this.options.backend.ledger.snapshot();
-    return text
+    const out = text
       .counter(
         "edgetrain_predictions_total",
         "Inputs predicted (and adapted on) since start.",
@@ -275,5 +337,7 @@ export class AdaptEngine {
         "Latency of one adaptation step (forward, backward, update).",
         this.stepLatency,
       );
+    const bank = bankOf(this.method);
+    return bank ? renderBankMetrics(out, bank) : out;
   }
 }

@@ -4,7 +4,9 @@
  *   GET  /v1/health    liveness and finite outputs (503 "degraded" when not), never needs the token
  *   GET  /metrics      Prometheus text
  *   POST /v1/reset     back to the source state
- *   GET  /v1/state     method, steps, last checkpoint (`?digest=1` adds a SHA-256 of the adapted state)
+ *   GET  /v1/state     method, steps, last checkpoint, the adapter bank's slots (`?digest=1` adds a SHA-256 of
+ *                      the adapted state)
+ *   GET  /v1/report    the stream since start as one self-contained HTML page (src/report/)
  * With a token, every route but health needs `Authorization: Bearer <token>`. Bodies are read with a size
  * limit (413, checked before and while reading) and within the server's body deadline (408, http1.ts). A bad
  * request gets a 4xx JSON `{ "error": reason }` and never reaches the adapted state. A prediction that is not
@@ -88,6 +90,7 @@ const ROUTES: Record<string, string[]> = {
   "/metrics": ["GET"],
   "/v1/reset": ["POST"],
   "/v1/state": ["GET"],
+  "/v1/report": ["GET"],
 };
 
 export function createHandler(ctx: ApiContext): (req: Request) => Promise<Response> {
@@ -129,6 +132,8 @@ export function createHandler(ctx: ApiContext): (req: Request) => Promise<Respon
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
         });
       }
+      case "/v1/report":
+        return new Response(ctx.engine.report(), { headers: { "content-type": "text/html; charset=utf-8" } });
       case "/v1/reset":
         await req.body?.cancel().catch(() => {});
         await ctx.batcher.exclusive(() => ctx.engine.reset());

@@ -10,6 +10,7 @@ import { RuntimeGuard } from "../governor/guard.ts";
 import type { GuardedBackend } from "../governor/guarded_backend.ts";
 import type { ConcreteStore } from "../memory/policy.ts";
 import { adaptMethod } from "../methods/registry.ts";
+import { type BankSettings, withBank } from "../methods/bank/mod.ts";
 import type { OnnxModule } from "../onnx/import.ts";
 import { Batcher } from "./batcher.ts";
 import { CheckpointStore, sha256Hex } from "./checkpoint.ts";
@@ -65,6 +66,8 @@ export interface ServiceOptions {
   /** Spool: rotation of the results file. */
   spoolResultsLog?: ResultsLogOptions;
   collapseGuard?: boolean;
+  /** The adapter bank (--bank), with its slot count resolved. */
+  bank?: BankSettings;
   log?: (message: string) => void;
 }
 
@@ -98,16 +101,19 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   if (o.spool) await checkWritable(o.spool, "Spool folder");
   const modelSha256 = await sha256Hex(o.modelBytes);
   const descriptor = adaptMethod(o.method);
-  const method = await descriptor.create(o.module, {
-    lr: o.lr,
-    name: o.modelPath,
-    stream: {
-      capacity: o.memory,
-      every: o.every ?? o.memory,
-      statsFrom: o.statsFrom,
-      collapseGuard: o.collapseGuard,
-    },
-  });
+  const method = await descriptor.create(
+    o.module,
+    withBank({
+      lr: o.lr,
+      name: o.modelPath,
+      stream: {
+        capacity: o.memory,
+        every: o.every ?? o.memory,
+        statsFrom: o.statsFrom,
+        collapseGuard: o.collapseGuard,
+      },
+    }, o.bank),
+  );
   const guard = new RuntimeGuard(o.backend, {
     batch: o.memory,
     store: o.store,
@@ -199,7 +205,8 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const host = server.addr.hostname.includes(":") ? `[${server.addr.hostname}]` : server.addr.hostname;
   const url = `http://${host}:${server.addr.port}`;
   log(
-    `${method.name} on ${o.backend.name}, memory ${o.memory}, store ${o.store}, listening on ${url}`,
+    `${method.name} on ${o.backend.name}, memory ${o.memory}, store ${o.store}` +
+      (o.bank ? `, adapter bank ${o.bank.adapter} of ${o.bank.slots} slots` : "") + `, listening on ${url}`,
   );
   await spool?.start();
 
