@@ -2,13 +2,14 @@
  * The adapter bank on recurring domains, for docs/adapters.md (`deno task bank`):
  *
  *   deno run -A tools/bank_recurring.ts [--method rotta] [--conditions fog,brightness,contrast] [--rounds 2]
- *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,lora,conv1x1] [--slots 8]
+ *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,bn/source,lora,conv1x1] [--slots 8]
  *     [--json FILE] [--md FILE] [--report FILE.html] [--backend cpu]
  *
  * The stream: every condition (a corruption of the 2,000 held-out test digits of mnistSplit(), severity 5,
  * seed 0) visited once per round, `visit` frames a visit, different frames in every round (round r takes
  * digits [r * visit, (r + 1) * visit)); then `clean` clean digits never shown before (the last ones). Run
- * continually (no reset), once without the bank and once per adapter kind, at each chunk size.
+ * continually (no reset), once without the bank and once per adapter kind (KIND/OPEN: a new slot opens from
+ * `window`, the default, `source` or `nearest`), at each chunk size.
  *
  * Per visit: the online error, and over its first and last 200 frames. Per run: each round's mean; the clean
  * tail's error against the source model's on the same frames; how often the slot that answered a frame is
@@ -22,7 +23,7 @@ import { type ImageSet, subset } from "../src/data/images.ts";
 import { mnistSplit } from "../src/data/mnist.ts";
 import { loadPreprocessSidecar } from "../src/data/preprocess.ts";
 import { Estimator } from "../src/governor/estimate.ts";
-import { type AdapterChoice, bankOf, type BankSummary, withBank } from "../src/methods/bank/mod.ts";
+import { type AdapterChoice, bankOf, type BankSummary, type OpenFrom, withBank } from "../src/methods/bank/mod.ts";
 import { createMethod, type MethodName } from "../src/methods/registry.ts";
 import { type Domain, runAdaptation } from "../src/methods/run.ts";
 import { importOnnx } from "../src/onnx/import.ts";
@@ -43,6 +44,7 @@ export interface RecurringRun {
   method: string;
   chunk: number;
   adapter: "none" | AdapterChoice;
+  open: OpenFrom | null;
   visits: Visit[];
   /** Mean online error (%) of each round's visits. */
   rounds: number[];
@@ -95,6 +97,7 @@ export async function runRecurring(o: {
   method: MethodName;
   chunk: number;
   adapter: "none" | AdapterChoice;
+  open?: OpenFrom;
   domains: Domain[];
   slots: number;
   report?: string;
@@ -106,7 +109,7 @@ export async function runRecurring(o: {
   const m = await createMethod(
     o.method,
     module,
-    o.adapter === "none" ? options : withBank(options, { slots: o.slots, adapter: o.adapter }),
+    o.adapter === "none" ? options : withBank(options, { slots: o.slots, adapter: o.adapter, open: o.open }),
   );
   const correct: boolean[][] = o.domains.map((d) => new Array(d.set.n).fill(false));
   const slotOf: number[][] = o.domains.map((d) => new Array(d.set.n).fill(-1));
@@ -198,6 +201,7 @@ export async function runRecurring(o: {
     method: o.method,
     chunk: o.chunk,
     adapter: o.adapter,
+    open: o.adapter === "none" ? null : o.open ?? "window",
     visits,
     rounds,
     clean,
@@ -295,14 +299,13 @@ if (import.meta.main) {
   console.log(`source: rounds ${source.rounds.map(f1).join(" ")} clean ${f1(source.clean)}`);
   const runs: RecurringRun[] = [];
   for (const chunk of a.chunks!.split(",").map(Number)) {
-    for (const adapter of a.adapters!.split(",") as ("none" | AdapterChoice)[]) {
-      const report = a.report && adapter === "bn"
-        ? a.report.replace(/\.html$/, `_chunk${chunk}.html`)
-        : undefined;
-      const r = await runRecurring({ ...base, chunk, adapter, report });
+    for (const spec of a.adapters!.split(",")) {
+      const [adapter, open] = spec.split("/") as ["none" | AdapterChoice, OpenFrom | undefined];
+      const report = a.report && spec === "bn" ? a.report.replace(/\.html$/, `_chunk${chunk}.html`) : undefined;
+      const r = await runRecurring({ ...base, chunk, adapter, open, report });
       runs.push(r);
       console.log(
-        `${adapter.padEnd(7)} chunk ${String(chunk).padStart(2)}: rounds ${
+        `${spec.padEnd(10)} chunk ${String(chunk).padStart(2)}: rounds ${
           r.rounds.map(f1).join(" ")
         } clean ${f1(r.clean)}` +
           (r.selection !== null ? ` selection ${f1(r.selection)}% ${JSON.stringify(r.slots)}` : "") +

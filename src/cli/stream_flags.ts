@@ -13,7 +13,7 @@ import type { Domain } from "../methods/run.ts";
 import type { AdaptDescriptor, StreamSettings } from "../methods/descriptor.ts";
 import { parseOrder, type StreamOrder, streamOrder } from "../data/order.ts";
 import { oneOf, parseNumber } from "./args.ts";
-import type { AdapterChoice, BankSettings } from "../methods/bank/mod.ts";
+import { type AdapterChoice, type BankSettings, OPEN_FROM, type OpenFrom } from "../methods/bank/mod.ts";
 import { ADAPTER_KINDS } from "../nn/adapters.ts";
 import { planSlots, type SlotPlan } from "../methods/bank/plan.ts";
 import { DEFAULT_MARGIN } from "../governor/planner.ts";
@@ -83,7 +83,7 @@ export const BANK_FLAGS = {
   adapter: { type: "string" as const },
   "bank-threshold": { type: "string" as const },
   "bank-pull": { type: "string" as const },
-  "bank-open": { type: "string" as const, default: "source" },
+  "bank-open": { type: "string" as const, default: "window" },
 };
 
 export const BANK_HELP =
@@ -93,9 +93,10 @@ export const BANK_HELP =
   --bank-slots N|auto       slots, the source's included (default auto: as many as the budget allows, up to 8)
   --adapter bn|lora|conv1x1 what a slot adapts: BN affine (default), LoRA on 1x1 convs, or a 1x1 residual
                             adapter per block; BN statistics always follow the domain
-  --bank-threshold X        symmetric-KL distance within which frames belong to a slot (default 0.05)
+  --bank-threshold X        symmetric-KL distance within which frames belong to a slot (default 0.1)
   --bank-pull X             per learning step, move trained weights X of the way back to the source (0.01)
-  --bank-open source|nearest   a new slot starts from the source (default) or from the nearest slot`;
+  --bank-open window|source|nearest   a new slot starts from the source with BN statistics of the frames
+                            that opened it (default), from the source as it is, or from the nearest slot`;
 
 export interface BankFlags {
   /** null: --bank-slots auto (the governor's). */
@@ -107,14 +108,14 @@ export interface BankFlags {
 export function parseBankFlags(flags: Record<string, unknown>): BankFlags | null {
   const given = ["adapter", "bank-threshold", "bank-pull"].filter((k) => flags[k] !== undefined);
   if (flags["bank-slots"] !== "auto") given.push("bank-slots");
-  if (flags["bank-open"] !== "source") given.push("bank-open");
+  if (flags["bank-open"] !== "window") given.push("bank-open");
   if (!flags.bank) {
     if (given.length) throw new UsageError(`--${given[0]} needs --bank`);
     return null;
   }
   const adapter = (flags.adapter as string | undefined) ?? "bn";
   oneOf("adapter", adapter, [...ADAPTER_KINDS]);
-  oneOf("bank-open", flags["bank-open"] as string, ["source", "nearest"]);
+  oneOf("bank-open", flags["bank-open"] as string, [...OPEN_FROM]);
   const slots = flags["bank-slots"] === "auto"
     ? null
     : parseNumber("bank-slots", flags["bank-slots"] as string, { integer: true, min: 2 })!;
@@ -128,7 +129,7 @@ export function parseBankFlags(flags: Record<string, unknown>): BankFlags | null
       adapter: adapter as AdapterChoice,
       threshold,
       pull,
-      open: flags["bank-open"] as "source" | "nearest",
+      open: flags["bank-open"] as OpenFrom,
     },
   };
 }

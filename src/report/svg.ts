@@ -96,7 +96,7 @@ export function panelsOf(t: TimelineData, o: { threshold?: number | null; classe
   if (pts.some((p) => p.drift !== null)) {
     const drifts = pts.map((p) => p.drift);
     const pos = drifts.filter((v): v is number => v !== null && v > 0);
-    const lo = Math.min(1e-3, ...pos), hi = Math.max(10 * (o.threshold ?? 0.05), ...pos);
+    const lo = Math.min(1e-3, ...pos), hi = Math.max(10 * (o.threshold ?? 0.1), ...pos);
     panels.push({
       title: "drift: distance of recent frames to the active slot's key (symmetric KL, log scale)",
       height: 110,

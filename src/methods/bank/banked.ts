@@ -15,15 +15,19 @@
  */
 import type { Module } from "../../nn/module.ts";
 import type { AdapterKind } from "../../nn/adapters.ts";
-import type { Tensor } from "../../tensor.ts";
-import type { StepResult, TtaMethod } from "../tta.ts";
-import { type StreamCore, StreamingMethod, type StreamingOptions } from "../streaming.ts";
+import { noGrad } from "../../autograd/tape.ts";
+import { concat } from "../../ops/layout.ts";
+import { keep, Tensor } from "../../tensor.ts";
+import { batchNorms, type StepResult, type TtaMethod } from "../tta.ts";
+import { statisticsForward, type StreamCore, StreamingMethod, type StreamingOptions } from "../streaming.ts";
 import { AdaptedCore } from "./adapted_core.ts";
 import { type Key, keyDistance, KeyProbe, mergeKey } from "./keys.ts";
 import { type Decision, DriftSelector } from "./selector.ts";
 import { mergeStates, SlotStore } from "./slots.ts";
 
 export type AdapterChoice = "bn" | AdapterKind;
+export type OpenFrom = "window" | "source" | "nearest";
+export const OPEN_FROM: readonly OpenFrom[] = ["window", "source", "nearest"];
 
 export interface BankSettings {
   /** Slots, the source's included (>= 2). */
@@ -35,8 +39,11 @@ export interface BankSettings {
   threshold?: number;
   /** Pull to the source per learning step (adapted_core.ts, 0.01). */
   pull?: number;
-  /** A new slot starts from the source (default) or from the nearest slot's state. */
-  open?: "source" | "nearest";
+  /**
+   * What a new slot starts from: the source with its BN statistics taken from the frames that opened it
+   * (`window`, the default), the source as it is, or the nearest slot's state.
+   */
+  open?: OpenFrom;
   /** LoRA rank (4). */
   rank?: number;
   /** Adapters' learning rate (default 1e-3). */
@@ -111,6 +118,8 @@ export class BankedMethod implements TtaMethod {
   readonly counts = { switches: 0, opened: 0, merged: 0, evicted: 0 };
   #ready = false;
   #chunk: AdapterChunk = { active: 0, distance: null, drift: null, events: [] };
+  /** Device copies of the last `window` frames, when chunks are smaller (what a slot opens from). */
+  #frames: Tensor[] = [];
 
   private constructor(
     readonly inner: StreamingMethod,
@@ -157,8 +166,9 @@ export class BankedMethod implements TtaMethod {
   async step(x: Tensor): Promise<StepResult> {
     await this.#init();
     const n = x.shape[0];
+    this.#remember(x);
     const decision = this.selector.observe(await this.probe.moments(x), this.active);
-    await this.#carryOut(decision);
+    await this.#carryOut(decision, x);
     if (this.settings.plan) await this.#fillAll();
     const result = await this.inner.step(x);
     const info = this.slots.info[this.active]!;
@@ -179,7 +189,50 @@ export class BankedMethod implements TtaMethod {
     return c;
   }
 
-  async #carryOut(d: Decision): Promise<void> {
+  /** Keeps the last `window` frames (only needed while chunks are smaller than the window). */
+  #remember(x: Tensor): void {
+    const w = this.selector.window;
+    if (x.shape[0] >= w || (this.settings.open ?? "window") !== "window") {
+      this.#forgetFrames();
+      return;
+    }
+    const copy = keep(Tensor.empty(x.backend, x.shape, { category: "adapters" }));
+    x.backend.run("copy", { x: x.storage, out: copy.storage, attrs: { n: x.size, srcOffset: 0, dstOffset: 0 } });
+    this.#frames.push(copy);
+    let rows = this.#frames.reduce((s, t) => s + t.shape[0], 0);
+    while (rows - this.#frames[0].shape[0] >= w) {
+      rows -= this.#frames[0].shape[0];
+      this.#frames.shift()!.dispose();
+    }
+  }
+
+  #forgetFrames(): void {
+    for (const t of this.#frames) t.dispose();
+    this.#frames = [];
+  }
+
+  /**
+   * A new slot's BN statistics from the frames that opened it (the source's otherwise), so that a domain
+   * the method would need thousands of frames to normalise is normalised from its first window; the
+   * method's robust statistics refine them from there. Only the bank knows a new domain began here.
+   */
+  async #statisticsFrom(x: Tensor): Promise<void> {
+    const frames = x.shape[0] >= this.selector.window || !this.#frames.length
+      ? x
+      : noGrad(() => concat(this.#frames, 0));
+    const bns = batchNorms(this.model).map(([, bn]) => bn);
+    const momentum = bns.map((bn) => bn.momentum);
+    for (const bn of bns) bn.momentum = 1;
+    try {
+      if (this.core.statisticsPass) await this.core.statisticsPass(frames);
+      else await statisticsForward(this.model, frames);
+    } finally {
+      bns.forEach((bn, i) => (bn.momentum = momentum[i]));
+      if (frames !== x) frames.dispose();
+    }
+  }
+
+  async #carryOut(d: Decision, x: Tensor): Promise<void> {
     if (d.action === "stay") return;
     const from = this.active;
     this.slots.write(from, await this.inner.coreState());
@@ -192,11 +245,11 @@ export class BankedMethod implements TtaMethod {
     }
     let id = this.slots.free();
     if (id < 0) id = await this.#makeRoom(d.key);
-    const base = this.settings.open === "nearest" && d.nearest >= 0 && this.slots.has(d.nearest)
-      ? d.nearest
-      : -1;
+    const open = this.settings.open ?? "window";
+    const base = open === "nearest" && d.nearest >= 0 && this.slots.has(d.nearest) ? d.nearest : -1;
     if (base >= 0) await this.#load(base);
     else this.inner.reset();
+    if (open === "window") await this.#statisticsFrom(x);
     this.slots.write(id, await this.inner.coreState());
     this.slots.info[id] = { frames: 0, lastUsed: this.frame, opened: this.frame };
     this.active = id;
@@ -324,6 +377,7 @@ export class BankedMethod implements TtaMethod {
   /** Back to the source: every domain slot forgotten. */
   reset(): void {
     this.inner.reset();
+    this.#forgetFrames();
     this.slots.dispose();
     this.selector.clear();
     this.active = 0;
@@ -345,6 +399,12 @@ export class BankedMethod implements TtaMethod {
       out[`slots.${id}.info`] = Float32Array.of(s.frames, s.lastUsed, s.opened);
     }
     Object.assign(out, this.selector.state("slots.selector"));
+    if (this.#frames.length) {
+      const frames = noGrad(() => concat(this.#frames, 0));
+      out["slots.frames"] = Float32Array.from(await frames.data());
+      out["slots.frames.shape"] = Float32Array.from(frames.shape);
+      frames.dispose();
+    }
     const c = this.counts;
     out[META] = Float32Array.of(this.active, this.frame, c.switches, c.opened, c.merged, c.evicted);
     return out;
@@ -382,6 +442,12 @@ export class BankedMethod implements TtaMethod {
       this.slots.info[id] = { frames: info[0], lastUsed: info[1], opened: info[2] };
     }
     this.selector.loadState("slots.selector", state);
+    this.#forgetFrames();
+    const frames = state["slots.frames"], shape = state["slots.frames.shape"];
+    if (frames && shape) {
+      const t = keep(Tensor.from(this.slots.backend, frames, Array.from(shape), { category: "adapters" }));
+      this.#frames.push(t);
+    }
     [this.active, this.frame] = [meta[0], meta[1]];
     [this.counts.switches, this.counts.opened, this.counts.merged, this.counts.evicted] = meta.slice(2);
     this.#ready = true;
@@ -389,6 +455,7 @@ export class BankedMethod implements TtaMethod {
 
   dispose(): void {
     this.inner.dispose();
+    this.#forgetFrames();
     this.slots.dispose();
   }
 }

@@ -14,6 +14,8 @@ export {
   bankOf,
   type BankSettings,
   type BankSummary,
+  OPEN_FROM,
+  type OpenFrom,
   type SlotView,
 } from "./banked.ts";
 

@@ -31,7 +31,7 @@ export interface SelectorOptions {
   window?: number;
   /** Frames that must agree before a switch to a known slot (4). */
   confirm?: number;
-  /** Largest symmetric KL (mean over channels) at which a window belongs to a slot (0.05). */
+  /** Largest symmetric KL (mean over channels) at which a window belongs to a slot (0.1). */
   threshold?: number;
   /** Share of the confirming frames that must pick the same slot one by one (0.75). */
   votes?: number;
@@ -60,7 +60,7 @@ export class DriftSelector {
   constructor(readonly channels: number, options: SelectorOptions = {}) {
     this.window = options.window ?? 16;
     this.confirm = options.confirm ?? 4;
-    this.threshold = options.threshold ?? 0.05;
+    this.threshold = options.threshold ?? 0.1;
     this.votes = options.votes ?? 0.75;
     this.memory = options.memory ?? 2048;
     for (const [k, v] of Object.entries({ window: this.window, confirm: this.confirm })) {
