@@ -111,6 +111,8 @@ export default async function adapt(args: string[]): Promise<number> {
   const protocol: Protocol = flags["reset-each-domain"] ? "reset-each-domain" : "continual";
   const streamFlags = parseStreamFlags(flags);
   const bankFlags = parseBankFlags(flags);
+  // Before planning: a named method that cannot use the bank fails with the reason, not as "nothing fits".
+  if (flags.method !== "auto") checkBankMethod(bankFlags, adaptMethod(flags.method!));
   const lr = parseNumber("lr", flags.lr, { min: 0 });
   const topK = parseNumber("top-k", flags["top-k"], { integer: true, min: 1 })!;
   if (flags.out !== undefined) predictionsFormat(flags.out); // a typo fails before any work

@@ -12,7 +12,7 @@ import { isLoopback, parseListen } from "../service/server.ts";
 import { startService } from "../service/service.ts";
 import { checkpointedMethod, sha256Hex } from "../service/checkpoint.ts";
 import { GuardedBackend } from "../governor/guarded_backend.ts";
-import { adaptMethod, methodHelp, SERVICE_DEFAULT } from "../methods/registry.ts";
+import { adaptMethod, methodHelp, names, SERVICE_DEFAULT } from "../methods/registry.ts";
 import { BANK_FLAGS, BANK_HELP, checkBankMethod, governBank, parseBankFlags } from "./stream_flags.ts";
 
 export const HELP = `edgetrain serve --model M.onnx --method METHOD --state DIR [options]
@@ -144,6 +144,8 @@ export default async function serve(args: string[]): Promise<number> {
   }
   const maxChunk = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
   const bankFlags = parseBankFlags(flags);
+  // Before planning: a named method that cannot use the bank fails with the reason, not as "nothing fits".
+  if (names("adapt").includes(method)) checkBankMethod(bankFlags, adaptMethod(method));
   oneOf("stats-from", flags["stats-from"], ["bank", "stream"]);
   const statsFrom = flags["stats-from"] as "bank" | "stream";
   const gov = await governed({
