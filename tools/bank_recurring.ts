@@ -3,7 +3,7 @@
  *
  *   deno run -A tools/bank_recurring.ts [--method rotta] [--conditions fog,brightness,contrast] [--rounds 2]
  *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,bn/source,lora,conv1x1] [--slots 8]
- *     [--json FILE] [--md FILE] [--report FILE.html] [--backend cpu]
+ *     [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
  *
  * The stream: every condition (a corruption of the 2,000 held-out test digits of mnistSplit(), severity 5,
  * seed 0) visited once per round, `visit` frames a visit, different frames in every round (round r takes
@@ -23,7 +23,13 @@ import { type ImageSet, subset } from "../src/data/images.ts";
 import { mnistSplit } from "../src/data/mnist.ts";
 import { loadPreprocessSidecar } from "../src/data/preprocess.ts";
 import { Estimator } from "../src/governor/estimate.ts";
-import { type AdapterChoice, bankOf, type BankSummary, type OpenFrom, withBank } from "../src/methods/bank/mod.ts";
+import {
+  type AdapterChoice,
+  bankOf,
+  type BankSummary,
+  type OpenFrom,
+  withBank,
+} from "../src/methods/bank/mod.ts";
 import { createMethod, type MethodName } from "../src/methods/registry.ts";
 import { type Domain, runAdaptation } from "../src/methods/run.ts";
 import { importOnnx } from "../src/onnx/import.ts";
@@ -284,6 +290,7 @@ if (import.meta.main) {
       json: { type: "string" },
       md: { type: "string" },
       report: { type: "string" },
+      screenshot: { type: "string" },
     },
   });
   const { test } = await mnistSplit();
@@ -301,13 +308,15 @@ if (import.meta.main) {
   for (const chunk of a.chunks!.split(",").map(Number)) {
     for (const spec of a.adapters!.split(",")) {
       const [adapter, open] = spec.split("/") as ["none" | AdapterChoice, OpenFrom | undefined];
-      const report = a.report && spec === "bn" ? a.report.replace(/\.html$/, `_chunk${chunk}.html`) : undefined;
+      const report = a.report && spec === "bn"
+        ? a.report.replace(/\.html$/, `_chunk${chunk}.html`)
+        : undefined;
       const r = await runRecurring({ ...base, chunk, adapter, open, report });
       runs.push(r);
       console.log(
-        `${spec.padEnd(10)} chunk ${String(chunk).padStart(2)}: rounds ${
-          r.rounds.map(f1).join(" ")
-        } clean ${f1(r.clean)}` +
+        `${spec.padEnd(10)} chunk ${String(chunk).padStart(2)}: rounds ${r.rounds.map(f1).join(" ")} clean ${
+          f1(r.clean)
+        }` +
           (r.selection !== null ? ` selection ${f1(r.selection)}% ${JSON.stringify(r.slots)}` : "") +
           ` visits ${
             r.visits.map((v) => `${v.condition}${v.round}:${f1(v.error)}/${f1(v.first200)}/${f1(v.last200)}`)
@@ -321,4 +330,33 @@ if (import.meta.main) {
   const md = markdown(runs, source);
   console.log(md);
   if (a.md) await Deno.writeTextFile(a.md, md + "\n");
+  if (a.screenshot && a.report) await screenshot(a.report.replace(/\.html$/, "_chunk64.html"), a.screenshot);
+}
+
+/** A PNG of a report page by headless chromium (the committed picture of docs/adapters.md). */
+async function screenshot(page: string, png: string): Promise<void> {
+  const profile = await Deno.makeTempDir({ prefix: "edgetrain-shot-" });
+  const out = await new Deno.Command("chromium", {
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--hide-scrollbars",
+      `--user-data-dir=${profile}`,
+      `--screenshot=${png}`,
+      "--window-size=1080,1240",
+      `file://${await Deno.realPath(page)}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(profile, { recursive: true });
+  if (!out.success) {
+    throw new Error(`chromium could not take the screenshot: ${new TextDecoder().decode(out.stderr)}`);
+  }
 }

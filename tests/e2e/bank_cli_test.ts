@@ -18,7 +18,8 @@ async function idx(dir: string, name: string, from: number, n: number): Promise<
   const { test } = await mnistSplit();
   const part = subset(test, Array.from({ length: n }, (_, i) => from + i));
   const set: ImageSet = name === "clean" ? part : corrupt(part, name, { severity: 5, seed: 0 });
-  const images = `${dir}/${name}-${from}-images-idx3-ubyte`, labels = `${dir}/${name}-${from}-labels-idx1-ubyte`;
+  const images = `${dir}/${name}-${from}-images-idx3-ubyte`,
+    labels = `${dir}/${name}-${from}-labels-idx1-ubyte`;
   await Deno.writeFile(images, encodeIdxImages(set));
   await Deno.writeFile(labels, encodeIdxLabels(set.labels!));
   return ["--images", images, "--labels", labels];
@@ -26,7 +27,18 @@ async function idx(dir: string, name: string, from: number, n: number): Promise<
 
 Deno.test("adapt --bank --adapter lora: slots per segment, the report page, a folded export, and a saved state that finds its domains again", async () => {
   const dir = await Deno.makeTempDir({ prefix: "edgetrain-bank-" });
-  const common = ["adapt", "--model", MODEL, "--method", "tent", "--bank", "--bank-slots", "4", "--adapter", "lora"];
+  const common = [
+    "adapt",
+    "--model",
+    MODEL,
+    "--method",
+    "tent",
+    "--bank",
+    "--bank-slots",
+    "4",
+    "--adapter",
+    "lora",
+  ];
   const tail = ["--batch", "32", "--memory", "32", "--backend", "cpu", "--json"];
   const first = await runCli([
     ...common,
@@ -67,7 +79,13 @@ Deno.test("adapt --bank --adapter lora: slots per segment, the report page, a fo
   );
 
   // Fog again, other digits, from the saved state: the bank switches back to fog's slot instead of opening.
-  const again = await runCli([...common, ...await idx(dir, "fog", 96, 64), ...tail, "--load-state", `${dir}/state.ckpt`]);
+  const again = await runCli([
+    ...common,
+    ...await idx(dir, "fog", 96, 64),
+    ...tail,
+    "--load-state",
+    `${dir}/state.ckpt`,
+  ]);
   equal(again.code, 0, again.stderr);
   const next = JSON.parse(again.stdout);
   equal(next.domains[0].slot, fog);
@@ -94,12 +112,21 @@ Deno.test("adapt --bank --adapter lora: slots per segment, the report page, a fo
 });
 
 Deno.test("adapt: bank flags without --bank, and --bank with a method that cannot use it, are one-line usage errors", async () => {
-  const base = ["adapt", "--model", MODEL, "--images", "fixtures/streams/mnist_c/fog-s5-images-idx3-ubyte.gz"];
+  const base = [
+    "adapt",
+    "--model",
+    MODEL,
+    "--images",
+    "fixtures/streams/mnist_c/fog-s5-images-idx3-ubyte.gz",
+  ];
   for (
     const [args, message] of [
       [["--adapter", "lora"], /--adapter needs --bank/],
       [["--bank", "--method", "source"], /--bank needs a method that adapts, not source/],
-      [["--bank", "--method", "bn", "--adapter", "conv1x1"], /--adapter conv1x1 needs a method that learns, not bn/],
+      [
+        ["--bank", "--method", "bn", "--adapter", "conv1x1"],
+        /--adapter conv1x1 needs a method that learns, not bn/,
+      ],
       [["--bank", "--adapter", "side"], /--adapter/],
     ] as [string[], RegExp][]
   ) {
@@ -117,7 +144,18 @@ Deno.test("serve --bank: slots in /v1/state and /metrics, /v1/report, and a rest
   const { test } = await mnistSplit();
   const clean = subset(test, Array.from({ length: 48 }, (_, i) => i));
   const dark = corrupt(clean, "brightness", { severity: 5, seed: 0 });
-  const args = ["--model", model, "--state", `${dir}/state`, "--method", "bn", "--memory", "16", "--batch", "16"];
+  const args = [
+    "--model",
+    model,
+    "--state",
+    `${dir}/state`,
+    "--method",
+    "bn",
+    "--memory",
+    "16",
+    "--batch",
+    "16",
+  ];
   const served = await startServe([...args, "--bank", "--bank-slots", "3", "--backend", "cpu"]);
   const post = async (set: ImageSet) => {
     const per = 32 * 32;
@@ -139,7 +177,10 @@ Deno.test("serve --bank: slots in /v1/state and /metrics, /v1/report, and a rest
   await post(dark);
   await post(clean);
   const state = await getJson(`${served.url}/v1/state`);
-  const bank = state.adapters as { slot_list: { id: number; frames: number; active: boolean }[]; opened: number };
+  const bank = state.adapters as {
+    slot_list: { id: number; frames: number; active: boolean }[];
+    opened: number;
+  };
   equal(bank.opened, 1, `one slot for the dark frames: ${JSON.stringify(state.adapters)}`);
   deepEqual(bank.slot_list.map((s) => s.id), [0, 1]);
   equal(bank.slot_list.reduce((s, v) => s + v.frames, 0), 96);

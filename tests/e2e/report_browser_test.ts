@@ -51,18 +51,45 @@ async function reportPage(): Promise<string> {
   });
   const domain = (name: string, mean: number, std: number, seed: number) => {
     const n = 96, rng = new Rng(seed);
-    const pixels = new Uint8Array(n * 256).map(() => Math.max(0, Math.min(255, 128 + 40 * (mean + std * rng.normal()))));
-    return { name, set: { n, channels: 1, height: 16, width: 16, pixels, labels: Int32Array.from({ length: n }, (_, i) => i % 10) } };
+    const pixels = new Uint8Array(n * 256).map(() =>
+      Math.max(0, Math.min(255, 128 + 40 * (mean + std * rng.normal())))
+    );
+    return {
+      name,
+      set: {
+        n,
+        channels: 1,
+        height: 16,
+        width: 16,
+        pixels,
+        labels: Int32Array.from({ length: n }, (_, i) => i % 10),
+      },
+    };
   };
-  const domains = [domain("day", 0, 1, 1), domain("night", -2, 0.3, 2), domain("fog", 1.5, 0.5, 3), domain("day", 0, 1, 4)];
-  const m = await createMethod("tent", net, withBank({ stream: { capacity: 16 } }, { slots: 4, adapter: "bn" }));
+  const domains = [
+    domain("day", 0, 1, 1),
+    domain("night", -2, 0.3, 2),
+    domain("fog", 1.5, 0.5, 3),
+    domain("day", 0, 1, 4),
+  ];
+  const m = await createMethod(
+    "tent",
+    net,
+    withBank({ stream: { capacity: 16 } }, { slots: 4, adapter: "bn" }),
+  );
   const timeline = new Timeline(b.ledger);
   const report = await runAdaptation(b, m, domains, {
     batch: 4,
     preprocess: { mean: [0.5], std: [0.25] },
     observers: [timeline.observer()],
   });
-  const info = runReportInfo(report, { model: "irb (test)", backend: "cpu", chunk: 4, memory: 16, threshold: 0.1 });
+  const info = runReportInfo(report, {
+    model: "irb (test)",
+    backend: "cpu",
+    chunk: 4,
+    memory: 16,
+    threshold: 0.1,
+  });
   info.classes = 10;
   m.dispose();
   return renderReport(info, timeline.data());

@@ -196,8 +196,12 @@ export class BankedMethod implements TtaMethod {
       this.#forgetFrames();
       return;
     }
-    const copy = keep(Tensor.empty(x.backend, x.shape, { category: "adapters" }));
-    x.backend.run("copy", { x: x.storage, out: copy.storage, attrs: { n: x.size, srcOffset: 0, dstOffset: 0 } });
+    const copy = keep(Tensor.empty(x.backend, x.shape, { category: "bank" }));
+    x.backend.run("copy", {
+      x: x.storage,
+      out: copy.storage,
+      attrs: { n: x.size, srcOffset: 0, dstOffset: 0 },
+    });
     this.#frames.push(copy);
     let rows = this.#frames.reduce((s, t) => s + t.shape[0], 0);
     while (rows - this.#frames[0].shape[0] >= w) {
@@ -445,7 +449,7 @@ export class BankedMethod implements TtaMethod {
     this.#forgetFrames();
     const frames = state["slots.frames"], shape = state["slots.frames.shape"];
     if (frames && shape) {
-      const t = keep(Tensor.from(this.slots.backend, frames, Array.from(shape), { category: "adapters" }));
+      const t = keep(Tensor.from(this.slots.backend, frames, Array.from(shape), { category: "bank" }));
       this.#frames.push(t);
     }
     [this.active, this.frame] = [meta[0], meta[1]];
