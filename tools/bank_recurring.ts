@@ -3,11 +3,12 @@
  *
  *   deno run -A tools/bank_recurring.ts [--method rotta] [--conditions fog,brightness,contrast] [--rounds 2]
  *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,bn/source,lora,conv1x1] [--slots 8]
- *     [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
+ *     [--reversed] [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
  *
  * The stream: every condition (a corruption of the 2,000 held-out test digits of mnistSplit(), severity 5,
  * seed 0) visited once per round, `visit` frames a visit, different frames in every round (round r takes
- * digits [r * visit, (r + 1) * visit)); then `clean` clean digits never shown before (the last ones). Run
+ * digits [r * visit, (r + 1) * visit); --reversed: the blocks in the opposite order, a control for how hard
+ * each block's digits are); then `clean` clean digits never shown before (the last ones). Run
  * continually (no reset), once without the bank and once per adapter kind (KIND/OPEN: a new slot opens from
  * `window`, the default, `source` or `nearest`), at each chunk size.
  *
@@ -71,6 +72,7 @@ function sequence(
   rounds: number,
   visit: number,
   clean: number,
+  reversed = false,
 ): Domain[] {
   if (rounds * visit + clean > test.n) {
     throw new Error(
@@ -81,7 +83,12 @@ function sequence(
   const out: Domain[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const c of conditions) {
-      out.push({ name: `${c}#${r + 1}`, set: corrupt(range(r * visit, visit), c, { severity: 5, seed: 0 }) });
+      // Reversed: round r shows the digits that round (rounds - 1 - r) shows otherwise (a control for their difficulty).
+      const block = reversed ? rounds - 1 - r : r;
+      out.push({
+        name: `${c}#${r + 1}`,
+        set: corrupt(range(block * visit, visit), c, { severity: 5, seed: 0 }),
+      });
     }
   }
   out.push({ name: "clean", set: range(test.n - clean, clean) });
@@ -291,6 +298,7 @@ if (import.meta.main) {
       md: { type: "string" },
       report: { type: "string" },
       screenshot: { type: "string" },
+      reversed: { type: "boolean", default: false },
     },
   });
   const { test } = await mnistSplit();
@@ -300,6 +308,7 @@ if (import.meta.main) {
     Number(a.rounds),
     Number(a.visit),
     Number(a.clean),
+    a.reversed,
   );
   const base = { model: a.model!, method: a.method as MethodName, domains, slots: Number(a.slots) };
   const source = await runRecurring({ ...base, method: "source", chunk: 64, adapter: "none" });
