@@ -46,11 +46,14 @@ export class Ledger {
   #atPeak = zeros();
   #liveTotal = 0;
   #peakTotal = 0;
+  /** The high-water mark since the last takeRecentPeak() (a timeline's per-chunk peak; the window stays). */
+  #recentPeak = 0;
   #savedTag = new Map<string, { live: number; peak: number }>();
 
   allocated(bytes: number, category: Category, tag?: string): void {
     this.#live[category] += bytes;
     this.#liveTotal += bytes;
+    if (this.#liveTotal > this.#recentPeak) this.#recentPeak = this.#liveTotal;
     if (this.#live[category] > this.#peak[category]) this.#peak[category] = this.#live[category];
     if (this.#liveTotal > this.#peakTotal) {
       this.#peakTotal = this.#liveTotal;
@@ -96,6 +99,13 @@ export class Ledger {
 
   get peakBytes(): number {
     return this.#peakTotal;
+  }
+
+  /** The most live bytes since the previous call (the report's per-chunk peak); peakBytes is not touched. */
+  takeRecentPeak(): number {
+    const p = Math.max(this.#recentPeak, this.#liveTotal);
+    this.#recentPeak = this.#liveTotal;
+    return p;
   }
 
   snapshot(): LedgerSnapshot {

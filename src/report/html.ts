@@ -112,7 +112,7 @@ export function renderReport(info: ReportInfo, t: TimelineData): string {
     slots.length
       ? "Coloured bands show which adapter slot answered (slot 0 is the source model's domain); the drift panel shows how far the recent frames are from that slot's key, and a slot is switched or opened only when it stays above the threshold for several frames."
       : "",
-    "Memory is the device memory the ledger counts after each chunk; the dashed line is the peak.",
+    "Memory is the most device memory the ledger counted while each chunk ran (learning steps are the high points); the dashed line is the run's peak.",
     "Dashed vertical lines mark where each input stream (a --images file) begins.",
   ].filter(Boolean).join(" ");
   const segments = info.segments?.length

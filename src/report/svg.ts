@@ -122,10 +122,11 @@ export function panelsOf(t: TimelineData, o: { threshold?: number | null; classe
   const mib = (b: number) => b / 2 ** 20;
   const slotsShown = pts.some((p) => p.slotBytes > 0);
   panels.push({
-    title: "device memory (MiB, ledger): live between chunks" + (slotsShown ? ", and the adapter slots" : ""),
+    title: "device memory (MiB, ledger): the most live while each chunk ran" +
+      (slotsShown ? ", and the stored adapter slots" : ""),
     height: 90,
     series: [
-      { values: pts.map((p) => mib(p.bytes)), color: "#1f5f8b", label: "live" },
+      { values: pts.map((p) => mib(p.bytes)), color: "#1f5f8b", label: "memory" },
       ...(slotsShown ? [{ values: pts.map((p) => mib(p.slotBytes)), color: "#d55e00", label: "slots" }] : []),
     ],
     min: 0,

@@ -20,8 +20,9 @@ export interface TimelinePoint {
   drift: number | null;
   /** The slot that answered most of the bucket's frames (-1: no adapter bank). */
   slot: number;
-  /** Ledger live bytes after the bucket's last chunk: all of them, and the adapter bank's slots. */
+  /** The ledger's most live bytes while the bucket's chunks ran (answers and learning steps). */
   bytes: number;
+  /** Bytes of the adapter bank's stored slots after the bucket (ledger category adapters). */
   slotBytes: number;
 }
 
@@ -100,7 +101,8 @@ export class Timeline {
 
   #chunk(e: ChunkEvent): void {
     const snap = this.ledger.snapshot();
-    this.#peak = Math.max(this.#peak, snap.peakBytes);
+    const recent = this.ledger.takeRecentPeak();
+    this.#peak = Math.max(this.#peak, recent);
     const slot = e.adapters?.active ?? -1;
     const drift = e.adapters?.drift ?? null;
     let open = this.#open;
@@ -128,7 +130,7 @@ export class Timeline {
     if (drift !== null && Number.isFinite(drift)) p.drift = Math.max(p.drift ?? 0, drift);
     open.slots.set(slot, (open.slots.get(slot) ?? 0) + e.rows);
     p.slot = [...open.slots].reduce((a, b) => (b[1] > a[1] ? b : a))[0];
-    p.bytes = snap.liveBytes;
+    p.bytes = Math.max(p.bytes, recent);
     p.slotBytes = snap.live.adapters;
     this.#frames += e.rows;
     if (this.points.length > (this.options.maxPoints ?? 600)) this.#halve();
@@ -151,7 +153,7 @@ export class Timeline {
         entropy: a.entropy + b.entropy,
         drift: a.drift === null ? b.drift : b.drift === null ? a.drift : Math.max(a.drift, b.drift),
         slot: b.frames > a.frames ? b.slot : a.slot,
-        bytes: b.bytes,
+        bytes: Math.max(a.bytes, b.bytes),
         slotBytes: b.slotBytes,
       });
     }

@@ -5,7 +5,7 @@
  * Hysteresis, so that one odd frame never moves the bank:
  * - switching needs the last `confirm` frames (or the whole chunk, if larger) to lie farther than
  *   `threshold` from the active slot, within it of another slot, nearer to that slot than to the active one,
- *   and `votes` of them to pick that slot frame by frame;
+ *   and `votes` of them to pick that slot frame by frame (a majority, once the evidence is a whole window);
  * - opening needs `window` frames in a row (counted from the first frame that left the active slot: a window
  *   that straddles the change would be a mixture of two domains) whose key, outliers left out, is farther
  *   than `threshold` from every slot. At chunk 1 the stream is answered by the active slot meanwhile; a chunk
@@ -91,9 +91,9 @@ export class DriftSelector {
     }
     this.#departed = Math.min(this.#departed + m.n, recent.n);
     const [to, distance] = this.#nearest(key, active);
-    if (
-      to >= 0 && distance <= this.threshold && distance < drift && this.#share(evidence, to) >= this.votes
-    ) {
+    // A window's worth of evidence is its own protection (its key leaves odd frames out): a majority will do.
+    const votes = evidence.n >= this.window ? Math.min(this.votes, 0.5) : this.votes;
+    if (to >= 0 && distance <= this.threshold && distance < drift && this.#share(evidence, to) >= votes) {
       return { action: "switch", to, distance, drift };
     }
     if (this.#departed >= this.window) {
