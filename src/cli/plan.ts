@@ -150,7 +150,13 @@ export async function governed(o: GovernOptions): Promise<Governed> {
   const plans = o.method === "auto" || batch === undefined || o.budget !== undefined ||
     o.device !== undefined || o.resolved !== undefined;
   const estimator = await processEstimator(o);
-  const common = { topBlocks: o.topBlocks, guard: o.guard, chunk: o.chunk, statsFrom: o.statsFrom, bank: o.bank };
+  const common = {
+    topBlocks: o.topBlocks,
+    guard: o.guard,
+    chunk: o.chunk,
+    statsFrom: o.statsFrom,
+    bank: o.bank,
+  };
   // A model exported with a batch baked into its graph takes at most that many images at once.
   const most = maxBatch(o.model.module);
   if (batch !== undefined && batch > most) {
