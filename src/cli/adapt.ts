@@ -144,7 +144,12 @@ export default async function adapt(args: string[]): Promise<number> {
   const { batch, store } = gov;
   const descriptor = adaptMethod(gov.method);
   checkBankMethod(bankFlags, descriptor);
-  const bank = bankFlags ? await governBank(bankFlags, gov, backend) : null;
+  const bank = bankFlags
+    ? await governBank(bankFlags, gov, backend, {
+      chunk: streamFlags.chunk,
+      statsFrom: streamFlags.statsFrom,
+    })
+    : null;
   if (bank?.plan) {
     // The run keeps the slots the governor found room for: its prediction is that run's.
     gov.estimate = bank.plan.estimate;

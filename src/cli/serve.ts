@@ -164,7 +164,7 @@ export default async function serve(args: string[]): Promise<number> {
     bank: bankFlags ? { ...bankFlags.settings, slots: bankFlags.slots ?? 2 } : undefined,
   });
   checkBankMethod(bankFlags, adaptMethod(gov.method));
-  const bank = bankFlags ? await governBank(bankFlags, gov, backend) : null;
+  const bank = bankFlags ? await governBank(bankFlags, gov, backend, { chunk: maxChunk, statsFrom }) : null;
   if (bank?.plan) console.error(`edgetrain serve: adapter bank: ${bank.plan.reason}`);
   if (gov.plan) {
     console.error(`edgetrain serve: plan: ${gov.plan.reason} (budget from ${gov.plan.budget_source})`);

@@ -153,6 +153,7 @@ export async function governBank(
   flags: BankFlags,
   gov: Governed,
   backend: Backend,
+  stream: { chunk?: number; statsFrom?: "bank" | "stream" } = {},
 ): Promise<{ settings: BankSettings; plan: SlotPlan | null }> {
   const settings: BankSettings = { ...flags.settings, slots: flags.slots ?? 2 };
   if (flags.slots !== null) return { settings, plan: null };
@@ -164,6 +165,7 @@ export async function governBank(
       batch: gov.batch,
       store: gov.store,
       guard: true,
+      ...stream,
     },
     settings,
     usable,
