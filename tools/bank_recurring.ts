@@ -231,7 +231,12 @@ const f1 = (v: number) => v.toFixed(1);
 export function markdown(runs: RecurringRun[], source: RecurringRun): string {
   const out: string[] = [];
   const header = (r: RecurringRun) =>
-    `${r.adapter === "none" ? "no bank" : `bank ${r.adapter}`}, chunk ${r.chunk}`;
+    `${
+      r.adapter === "none"
+        ? "no bank"
+        : `bank ${r.adapter}${r.open === "window" ? "" : `, open from ${r.open}`}`
+    }, ` +
+    `chunk ${r.chunk}`;
   const visits = source.visits.map((v) => `${v.condition} r${v.round}`);
   out.push(
     `| run | ${visits.join(" | ")} | ${source.rounds.map((_, i) => `round ${i + 1}`).join(" | ")} | clean |`,
