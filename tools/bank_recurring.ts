@@ -297,7 +297,7 @@ if (import.meta.main) {
       visit: { type: "string", default: "640" },
       clean: { type: "string", default: "500" },
       chunks: { type: "string", default: "64,1" },
-      adapters: { type: "string", default: "none,bn,lora,conv1x1" },
+      adapters: { type: "string", default: "none,bn,bn/source,lora,conv1x1" },
       slots: { type: "string", default: "8" },
       json: { type: "string" },
       md: { type: "string" },

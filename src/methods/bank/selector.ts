@@ -5,7 +5,8 @@
  * Hysteresis, so that one odd frame never moves the bank:
  * - switching needs the last `confirm` frames (or the whole chunk, if larger) to lie farther than
  *   `threshold` from the active slot, within it of another slot, nearer to that slot than to the active one,
- *   and `votes` of them to pick that slot frame by frame (a majority, once the evidence is a whole window);
+ *   and every one of them (`votes`) to pick that slot frame by frame (a majority, once the evidence is a whole
+ *   window);
  * - opening needs `window` frames in a row (counted from the first frame that left the active slot: a window
  *   that straddles the change would be a mixture of two domains) whose key, outliers left out, is farther
  *   than `threshold` from every slot. At chunk 1 the stream is answered by the active slot meanwhile; a chunk
@@ -33,7 +34,11 @@ export interface SelectorOptions {
   confirm?: number;
   /** Largest symmetric KL (mean over channels) at which a window belongs to a slot (0.1). */
   threshold?: number;
-  /** Share of the confirming frames that must pick the same slot one by one (0.75). */
+  /**
+   * Share of the confirming frames that must pick the same slot one by one (1: all of them; two domains whose
+   * keys lie a little over the threshold apart are told apart by 4 frames only most of the time, and a wrong
+   * switch costs a switch back).
+   */
   votes?: number;
   /** Frames a key remembers (2048). */
   memory?: number;
@@ -61,7 +66,7 @@ export class DriftSelector {
     this.window = options.window ?? 16;
     this.confirm = options.confirm ?? 4;
     this.threshold = options.threshold ?? 0.1;
-    this.votes = options.votes ?? 0.75;
+    this.votes = options.votes ?? 1;
     this.memory = options.memory ?? 2048;
     for (const [k, v] of Object.entries({ window: this.window, confirm: this.confirm })) {
       if (!(Number.isInteger(v) && v >= 1)) {
