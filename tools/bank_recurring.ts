@@ -3,12 +3,13 @@
  *
  *   deno run -A tools/bank_recurring.ts [--method rotta] [--conditions fog,brightness,contrast] [--rounds 2]
  *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,bn/source,lora,conv1x1] [--slots 8]
- *     [--reversed] [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
+ *     [--reversed] [--control none,bn] [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
  *
  * The stream: every condition (a corruption of the 2,000 held-out test digits of mnistSplit(), severity 5,
  * seed 0) visited once per round, `visit` frames a visit, different frames in every round (round r takes
- * digits [r * visit, (r + 1) * visit); --reversed: the blocks in the opposite order, a control for how hard
- * each block's digits are); then `clean` clean digits never shown before (the last ones). Run
+ * digits [r * visit, (r + 1) * visit); --reversed: the blocks in the opposite order; --control KINDS runs
+ * those again with the other order, so that each block is seen once in each round and the rounds compare on
+ * the same digits); then `clean` clean digits never shown before (the last ones). Run
  * continually (no reset), once without the bank and once per adapter kind (KIND/OPEN: a new slot opens from
  * `window`, the default, `source` or `nearest`), at each chunk size.
  *
@@ -52,6 +53,8 @@ export interface RecurringRun {
   chunk: number;
   adapter: "none" | AdapterChoice;
   open: OpenFrom | null;
+  /** The rounds' digit blocks in the opposite order (the control for their difficulty). */
+  reversed: boolean;
   visits: Visit[];
   /** Mean online error (%) of each round's visits. */
   rounds: number[];
@@ -114,6 +117,7 @@ export async function runRecurring(o: {
   domains: Domain[];
   slots: number;
   report?: string;
+  reversed?: boolean;
 }): Promise<RecurringRun> {
   const backend = new CpuBackend();
   const module = importOnnx(backend, await loadModel(o.model));
@@ -215,6 +219,7 @@ export async function runRecurring(o: {
     chunk: o.chunk,
     adapter: o.adapter,
     open: o.adapter === "none" ? null : o.open ?? "window",
+    reversed: o.reversed ?? false,
     visits,
     rounds,
     clean,
@@ -228,8 +233,9 @@ export async function runRecurring(o: {
 const f1 = (v: number) => v.toFixed(1);
 
 /** The markdown tables of docs/adapters.md. */
-export function markdown(runs: RecurringRun[], source: RecurringRun): string {
+export function markdown(all: RecurringRun[], source: RecurringRun): string {
   const out: string[] = [];
+  const runs = all.filter((r) => r.reversed === source.reversed);
   const header = (r: RecurringRun) =>
     `${
       r.adapter === "none"
@@ -283,6 +289,26 @@ export function markdown(runs: RecurringRun[], source: RecurringRun): string {
       } | ${f1(r.ms_per_frame)} |`,
     );
   }
+  const controls = all.filter((r) => r.reversed !== source.reversed);
+  if (controls.length) {
+    out.push(
+      "",
+      "Round 2 against round 1 on the same digits: the control runs show each round's digits in the other round.",
+      "",
+      "| run | round 1 | round 2 | round 2 − round 1 | other order: round 1 | round 2 | round 2 − round 1 | mean of both orders |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+    );
+    for (const c of controls) {
+      const r = runs.find((x) => x.chunk === c.chunk && x.adapter === c.adapter && x.open === c.open);
+      if (!r) continue;
+      const d = (x: RecurringRun) => x.rounds[1] - x.rounds[0];
+      out.push(
+        `| ${header(r)} | ${f1(r.rounds[0])} | ${f1(r.rounds[1])} | ${f1(d(r))} | ${f1(c.rounds[0])} | ${
+          f1(c.rounds[1])
+        } | ${f1(d(c))} | ${f1((d(r) + d(c)) / 2)} |`,
+      );
+    }
+  }
   return out.join("\n");
 }
 
@@ -304,42 +330,56 @@ if (import.meta.main) {
       report: { type: "string" },
       screenshot: { type: "string" },
       reversed: { type: "boolean", default: false },
+      control: { type: "string" },
     },
   });
   const { test } = await mnistSplit();
-  const domains = sequence(
-    test,
-    a.conditions!.split(","),
-    Number(a.rounds),
-    Number(a.visit),
-    Number(a.clean),
-    a.reversed,
-  );
-  const base = { model: a.model!, method: a.method as MethodName, domains, slots: Number(a.slots) };
-  const source = await runRecurring({ ...base, method: "source", chunk: 64, adapter: "none" });
+  const order = (reversed: boolean) =>
+    sequence(test, a.conditions!.split(","), Number(a.rounds), Number(a.visit), Number(a.clean), reversed);
+  const base = { model: a.model!, method: a.method as MethodName, slots: Number(a.slots) };
+  const source = await runRecurring({
+    ...base,
+    domains: order(a.reversed!),
+    method: "source",
+    chunk: 64,
+    adapter: "none",
+  });
   console.log(`source: rounds ${source.rounds.map(f1).join(" ")} clean ${f1(source.clean)}`);
   const runs: RecurringRun[] = [];
+  const plan: { chunk: number; spec: string; reversed: boolean }[] = [];
   for (const chunk of a.chunks!.split(",").map(Number)) {
-    for (const spec of a.adapters!.split(",")) {
-      const [adapter, open] = spec.split("/") as ["none" | AdapterChoice, OpenFrom | undefined];
-      const report = a.report && spec === "bn"
-        ? a.report.replace(/\.html$/, `_chunk${chunk}.html`)
-        : undefined;
-      const r = await runRecurring({ ...base, chunk, adapter, open, report });
-      runs.push(r);
-      console.log(
-        `${spec.padEnd(10)} chunk ${String(chunk).padStart(2)}: rounds ${r.rounds.map(f1).join(" ")} clean ${
-          f1(r.clean)
-        }` +
-          (r.selection !== null ? ` selection ${f1(r.selection)}% ${JSON.stringify(r.slots)}` : "") +
-          ` visits ${
-            r.visits.map((v) => `${v.condition}${v.round}:${f1(v.error)}/${f1(v.first200)}/${f1(v.last200)}`)
-              .join(" ")
-          }` +
-          ` ${f1(r.ms_per_frame)} ms/frame`,
-      );
-      if (a.json) await Deno.writeTextFile(a.json, JSON.stringify({ source, runs }, null, 1));
+    for (const spec of a.adapters!.split(",")) plan.push({ chunk, spec, reversed: a.reversed! });
+    for (const spec of a.control ? a.control.split(",") : []) {
+      plan.push({ chunk, spec, reversed: !a.reversed });
     }
+  }
+  for (const { chunk, spec, reversed } of plan) {
+    const [adapter, open] = spec.split("/") as ["none" | AdapterChoice, OpenFrom | undefined];
+    const report = a.report && spec === "bn" && !reversed
+      ? a.report.replace(/\.html$/, `_chunk${chunk}.html`)
+      : undefined;
+    const r = await runRecurring({
+      ...base,
+      domains: order(reversed),
+      chunk,
+      adapter,
+      open,
+      report,
+      reversed,
+    });
+    runs.push(r);
+    console.log(
+      `${spec.padEnd(10)} chunk ${String(chunk).padStart(2)}${reversed ? " reversed" : ""}: rounds ${
+        r.rounds.map(f1).join(" ")
+      } clean ${f1(r.clean)}` +
+        (r.selection !== null ? ` selection ${f1(r.selection)}% ${JSON.stringify(r.slots)}` : "") +
+        ` visits ${
+          r.visits.map((v) => `${v.condition}${v.round}:${f1(v.error)}/${f1(v.first200)}/${f1(v.last200)}`)
+            .join(" ")
+        }` +
+        ` ${f1(r.ms_per_frame)} ms/frame`,
+    );
+    if (a.json) await Deno.writeTextFile(a.json, JSON.stringify({ source, runs }, null, 1));
   }
   const md = markdown(runs, source);
   console.log(md);
