@@ -14,93 +14,23 @@
  * decorator's, since the streaming method may learn several times in one chunk.
  */
 import type { Module } from "../../nn/module.ts";
-import type { AdapterKind } from "../../nn/adapters.ts";
-import { noGrad } from "../../autograd/tape.ts";
-import { concat } from "../../ops/layout.ts";
-import { keep, Tensor } from "../../tensor.ts";
-import { batchNorms, type StepResult, type TtaMethod } from "../tta.ts";
-import { statisticsForward, type StreamCore, StreamingMethod, type StreamingOptions } from "../streaming.ts";
+import type { Tensor } from "../../tensor.ts";
+import type { StepResult, TtaMethod } from "../tta.ts";
+import { type StreamCore, StreamingMethod, type StreamingOptions } from "../streaming.ts";
 import { AdaptedCore } from "./adapted_core.ts";
-import { type Key, keyDistance, KeyProbe, mergeKey } from "./keys.ts";
+import { type Key, KeyProbe, mergeKey } from "./keys.ts";
+import { roomFor } from "./room.ts";
 import { type Decision, DriftSelector } from "./selector.ts";
 import { mergeStates, SlotStore } from "./slots.ts";
-
-export type AdapterChoice = "bn" | AdapterKind;
-export type OpenFrom = "window" | "source" | "nearest";
-export const OPEN_FROM: readonly OpenFrom[] = ["window", "source", "nearest"];
-
-export interface BankSettings {
-  /** Slots, the source's included (>= 2). */
-  slots: number;
-  adapter: AdapterChoice;
-  /** Selection (selector.ts): frames to open a slot, frames to confirm a switch, distance threshold. */
-  window?: number;
-  confirm?: number;
-  threshold?: number;
-  /** Pull to the source per learning step (adapted_core.ts, 0.01). */
-  pull?: number;
-  /**
-   * What a new slot starts from: the source with its BN statistics taken from the frames that opened it
-   * (`window`, the default), the source as it is, or the nearest slot's state.
-   */
-  open?: OpenFrom;
-  /** LoRA rank (4). */
-  rank?: number;
-  /** Adapters' learning rate (default 1e-3). */
-  lr?: number;
-  /** The governor's run: every slot holds a state from the first chunk (the most memory the bank takes). */
-  plan?: boolean;
-}
-
-export type AdapterAction = "switch" | "open" | "merge" | "evict";
-
-/** One change of the bank: a stream event the observers get (stream.ts). */
-export interface AdapterEvent {
-  action: AdapterAction;
-  /** The slot left (switch, open), merged away or evicted (-1: none). */
-  from: number;
-  /** The slot that answers from now on (switch, open) or that absorbed `from` (merge). */
-  to: number;
-  /** Key distance that decided it (switch: to the chosen slot; open: to the nearest; merge: between them). */
-  distance: number;
-  /** Frames of the stream before the chunk it happened at. */
-  frame: number;
-}
-
-/** What the bank did over the chunk(s) since the stream last asked. */
-export interface AdapterChunk {
-  active: number;
-  /** Distance of the chunk's frames to the slot that answered them (null before there are enough frames). */
-  distance: number | null;
-  /** Distance of the recent frames to the slot that was active before the decision (the drift signal). */
-  drift: number | null;
-  events: AdapterEvent[];
-}
-
-export interface SlotView {
-  id: number;
-  frames: number;
-  last_used: number;
-  opened: number;
-  /** Distance of the most recent frames to the slot's key. */
-  key_distance: number | null;
-  active: boolean;
-}
-
-export interface BankSummary {
-  adapter: AdapterChoice;
-  /** Slots the bank may hold, and open now. */
-  slots: number;
-  open: number;
-  /** Device bytes of the stored slots (ledger "adapters"). */
-  bytes: number;
-  bytes_per_slot: number;
-  switches: number;
-  opened: number;
-  merged: number;
-  evicted: number;
-  active: number;
-}
+import type {
+  AdapterChoice,
+  AdapterChunk,
+  AdapterEvent,
+  BankSettings,
+  BankSummary,
+  SlotView,
+} from "./types.ts";
+import { FrameWindow, statisticsFrom } from "./window.ts";
 
 const KINDS: AdapterChoice[] = ["bn", "lora", "conv1x1"];
 const CONFIG = "adapter_bank.config";
@@ -118,8 +48,8 @@ export class BankedMethod implements TtaMethod {
   readonly counts = { switches: 0, opened: 0, merged: 0, evicted: 0 };
   #ready = false;
   #chunk: AdapterChunk = { active: 0, distance: null, drift: null, events: [] };
-  /** Device copies of the last `window` frames, when chunks are smaller (what a slot opens from). */
-  #frames: Tensor[] = [];
+  /** The frames a slot opens from (--bank-open window), or null. */
+  readonly #window: FrameWindow | null;
 
   private constructor(
     readonly inner: StreamingMethod,
@@ -131,6 +61,7 @@ export class BankedMethod implements TtaMethod {
     this.model = inner.model;
     this.probe = probe;
     this.selector = new DriftSelector(probe.channels, settings);
+    this.#window = (settings.open ?? "window") === "window" ? new FrameWindow(this.selector.window) : null;
     this.slots = new SlotStore(
       core.adapters?.params[0]?.backend ?? firstBackend(inner.model),
       settings.slots,
@@ -166,7 +97,7 @@ export class BankedMethod implements TtaMethod {
   async step(x: Tensor): Promise<StepResult> {
     await this.#init();
     const n = x.shape[0];
-    this.#remember(x);
+    if (this.#window) this.#window.remember(x);
     const decision = this.selector.observe(await this.probe.moments(x), this.active);
     await this.#carryOut(decision, x);
     if (this.settings.plan) await this.#fillAll();
@@ -189,53 +120,6 @@ export class BankedMethod implements TtaMethod {
     return c;
   }
 
-  /** Keeps the last `window` frames (only needed while chunks are smaller than the window). */
-  #remember(x: Tensor): void {
-    const w = this.selector.window;
-    if (x.shape[0] >= w || (this.settings.open ?? "window") !== "window") {
-      this.#forgetFrames();
-      return;
-    }
-    const copy = keep(Tensor.empty(x.backend, x.shape, { category: "bank" }));
-    x.backend.run("copy", {
-      x: x.storage,
-      out: copy.storage,
-      attrs: { n: x.size, srcOffset: 0, dstOffset: 0 },
-    });
-    this.#frames.push(copy);
-    let rows = this.#frames.reduce((s, t) => s + t.shape[0], 0);
-    while (rows - this.#frames[0].shape[0] >= w) {
-      rows -= this.#frames[0].shape[0];
-      this.#frames.shift()!.dispose();
-    }
-  }
-
-  #forgetFrames(): void {
-    for (const t of this.#frames) t.dispose();
-    this.#frames = [];
-  }
-
-  /**
-   * A new slot's BN statistics from the frames that opened it (the source's otherwise), so that a domain
-   * the method would need thousands of frames to normalise is normalised from its first window; the
-   * method's robust statistics refine them from there. Only the bank knows a new domain began here.
-   */
-  async #statisticsFrom(x: Tensor): Promise<void> {
-    const frames = x.shape[0] >= this.selector.window || !this.#frames.length
-      ? x
-      : noGrad(() => concat(this.#frames, 0));
-    const bns = batchNorms(this.model).map(([, bn]) => bn);
-    const momentum = bns.map((bn) => bn.momentum);
-    for (const bn of bns) bn.momentum = 1;
-    try {
-      if (this.core.statisticsPass) await this.core.statisticsPass(frames);
-      else await statisticsForward(this.model, frames);
-    } finally {
-      bns.forEach((bn, i) => (bn.momentum = momentum[i]));
-      if (frames !== x) frames.dispose();
-    }
-  }
-
   async #carryOut(d: Decision, x: Tensor): Promise<void> {
     if (d.action === "stay") return;
     const from = this.active;
@@ -253,7 +137,14 @@ export class BankedMethod implements TtaMethod {
     const base = open === "nearest" && d.nearest >= 0 && this.slots.has(d.nearest) ? d.nearest : -1;
     if (base >= 0) await this.#load(base);
     else this.inner.reset();
-    if (open === "window") await this.#statisticsFrom(x);
+    if (this.#window) {
+      const frames = this.#window.frames(x);
+      try {
+        await statisticsFrom(this.model, this.core, frames);
+      } finally {
+        if (frames !== x) frames.dispose();
+      }
+    }
     this.slots.write(id, await this.inner.coreState());
     this.slots.info[id] = { frames: 0, lastUsed: this.frame, opened: this.frame };
     this.active = id;
@@ -270,51 +161,31 @@ export class BankedMethod implements TtaMethod {
     this.active = id;
   }
 
-  /**
-   * A full bank frees a slot for `incoming`: the two closest domain slots merge (frame-weighted states and
-   * keys) when they are within twice the threshold, else the least used domain slot (fewest frames, then
-   * the longest unused) goes. The source slot stays.
-   */
+  /** Frees a slot for `incoming` (room.ts): merges the two closest domain slots or evicts the least used. */
   async #makeRoom(incoming: Key): Promise<number> {
-    const ids = this.slots.open().filter((i) => i !== 0);
-    const keys = this.selector.keys;
-    let pair: [number, number] | null = null, best = Infinity;
-    for (const [k, i] of ids.entries()) {
-      for (const j of ids.slice(k + 1)) {
-        const d = keyDistance(keys.get(i)!, keys.get(j)!);
-        if (d < best) [pair, best] = [[i, j], d];
-      }
-    }
-    if (pair && best <= 2 * this.selector.threshold && best < keyDistance(incoming, keys.get(pair[0])!)) {
-      const info = this.slots.info;
-      const [keepId, gone] = info[pair[0]]!.frames >= info[pair[1]]!.frames ? pair : [pair[1], pair[0]];
-      const a = info[keepId]!, b = info[gone]!;
+    const keys = this.selector.keys, info = this.slots.info;
+    const room = roomFor(info, keys, this.selector.threshold, incoming);
+    if (room.action === "merge") {
+      const { keep, gone } = room;
+      const a = info[keep]!, b = info[gone]!;
       this.slots.write(
-        keepId,
-        mergeStates(await this.slots.read(keepId), a.frames, await this.slots.read(gone), b.frames),
+        keep,
+        mergeStates(await this.slots.read(keep), a.frames, await this.slots.read(gone), b.frames),
       );
-      keys.set(keepId, mergeKey(keys.get(keepId)!, keys.get(gone)!, this.selector.memory));
-      info[keepId] = {
+      keys.set(keep, mergeKey(keys.get(keep)!, keys.get(gone)!, this.selector.memory));
+      info[keep] = {
         frames: a.frames + b.frames,
         lastUsed: Math.max(a.lastUsed, b.lastUsed),
         opened: Math.min(a.opened, b.opened),
       };
-      this.#close(gone);
       this.counts.merged++;
-      this.#event({ action: "merge", from: gone, to: keepId, distance: best, frame: this.frame });
-      return gone;
+      this.#event({ action: "merge", from: gone, to: keep, distance: room.distance, frame: this.frame });
+    } else {
+      this.counts.evicted++;
+      this.#event({ action: "evict", from: room.gone, to: -1, distance: NaN, frame: this.frame });
     }
-    const info = this.slots.info;
-    const victim = ids.reduce((v, i) =>
-      info[i]!.frames < info[v]!.frames ||
-        (info[i]!.frames === info[v]!.frames && info[i]!.lastUsed < info[v]!.lastUsed)
-        ? i
-        : v
-    );
-    this.#close(victim);
-    this.counts.evicted++;
-    this.#event({ action: "evict", from: victim, to: -1, distance: NaN, frame: this.frame });
-    return victim;
+    this.#close(room.gone);
+    return room.gone;
   }
 
   #close(id: number): void {
@@ -381,7 +252,7 @@ export class BankedMethod implements TtaMethod {
   /** Back to the source: every domain slot forgotten. */
   reset(): void {
     this.inner.reset();
-    this.#forgetFrames();
+    this.#window?.clear();
     this.slots.dispose();
     this.selector.clear();
     this.active = 0;
@@ -403,12 +274,7 @@ export class BankedMethod implements TtaMethod {
       out[`slots.${id}.info`] = Float32Array.of(s.frames, s.lastUsed, s.opened);
     }
     Object.assign(out, this.selector.state("slots.selector"));
-    if (this.#frames.length) {
-      const frames = noGrad(() => concat(this.#frames, 0));
-      out["slots.frames"] = Float32Array.from(await frames.data());
-      out["slots.frames.shape"] = Float32Array.from(frames.shape);
-      frames.dispose();
-    }
+    Object.assign(out, await this.#window?.state("slots.frames") ?? {});
     const c = this.counts;
     out[META] = Float32Array.of(this.active, this.frame, c.switches, c.opened, c.merged, c.evicted);
     return out;
@@ -446,12 +312,7 @@ export class BankedMethod implements TtaMethod {
       this.slots.info[id] = { frames: info[0], lastUsed: info[1], opened: info[2] };
     }
     this.selector.loadState("slots.selector", state);
-    this.#forgetFrames();
-    const frames = state["slots.frames"], shape = state["slots.frames.shape"];
-    if (frames && shape) {
-      const t = keep(Tensor.from(this.slots.backend, frames, Array.from(shape), { category: "bank" }));
-      this.#frames.push(t);
-    }
+    this.#window?.loadState("slots.frames", state, this.slots.backend);
     [this.active, this.frame] = [meta[0], meta[1]];
     [this.counts.switches, this.counts.opened, this.counts.merged, this.counts.evicted] = meta.slice(2);
     this.#ready = true;
@@ -459,7 +320,7 @@ export class BankedMethod implements TtaMethod {
 
   dispose(): void {
     this.inner.dispose();
-    this.#forgetFrames();
+    this.#window?.clear();
     this.slots.dispose();
   }
 }

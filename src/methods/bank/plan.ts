@@ -6,7 +6,7 @@
  */
 import type { Estimate, EstimateOptions, Estimator } from "../../governor/estimate.ts";
 import { need } from "../../governor/planner.ts";
-import type { BankSettings } from "./banked.ts";
+import type { BankSettings } from "./types.ts";
 
 /** Beyond this many domains a camera's bank is mostly merging; a user who wants more says so. */
 export const MAX_DEFAULT_SLOTS = 8;
