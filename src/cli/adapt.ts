@@ -111,6 +111,11 @@ export default async function adapt(args: string[]): Promise<number> {
   const protocol: Protocol = flags["reset-each-domain"] ? "reset-each-domain" : "continual";
   const streamFlags = parseStreamFlags(flags);
   const bankFlags = parseBankFlags(flags);
+  if (bankFlags && protocol === "reset-each-domain") {
+    throw new UsageError(
+      "--reset-each-domain empties the adapter bank at every --images: the bank finds each domain itself, use one or the other",
+    );
+  }
   // Before planning: a named method that cannot use the bank fails with the reason, not as "nothing fits".
   if (flags.method !== "auto") checkBankMethod(bankFlags, adaptMethod(flags.method!));
   const lr = parseNumber("lr", flags.lr, { min: 0 });

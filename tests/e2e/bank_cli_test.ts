@@ -128,6 +128,7 @@ Deno.test("adapt: bank flags without --bank, and --bank with a method that canno
         /--adapter conv1x1 needs a method that learns, not bn/,
       ],
       [["--bank", "--adapter", "side"], /--adapter/],
+      [["--bank", "--reset-each-domain"], /--reset-each-domain empties the adapter bank/],
     ] as [string[], RegExp][]
   ) {
     const r = await runCli([...base, ...args, "--backend", "cpu"]);
