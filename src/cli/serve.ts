@@ -24,7 +24,7 @@ ${methodHelp("adapt", "                              ")}
   --spool DIR               also process images dropped into DIR (results in DIR/results.jsonl)
   --results F               spool results file (default DIR/results.jsonl)
   --memory N|auto           memory bank frames = the minibatch of each learning step (default auto: the
-                            planner's largest that fits, up to 64); --every K, --stats-from as for adapt
+                            planner's largest that fits, up to 64); --every K, --stats-from, --stats-momentum as for adapt
   --batch N                 most requests answered together (default 16): each is answered by the current
                             model with target statistics, never normalised by the requests beside it
   --budget B | --device P   memory budget or device profile for the planner (default: half the free memory)
@@ -60,6 +60,7 @@ export default async function serve(args: string[]): Promise<number> {
     memory: { type: "string", default: "auto" },
     every: { type: "string" },
     "stats-from": { type: "string", default: "bank" },
+    "stats-momentum": { type: "string" },
     budget: { type: "string" },
     device: { type: "string" },
     "flush-ms": { type: "string", default: "0" },
@@ -181,6 +182,7 @@ export default async function serve(args: string[]): Promise<number> {
     hostname,
     port,
     memory: gov.batch,
+    statsMomentum: parseNumber("stats-momentum", flags["stats-momentum"], { min: 0, max: 1 }),
     every: parseNumber("every", flags.every, { integer: true, min: 1 }),
     statsFrom,
     maxChunk,

@@ -20,6 +20,7 @@ export const STREAM_FLAGS = {
   memory: { type: "string" as const, default: "auto" },
   every: { type: "string" as const },
   "stats-from": { type: "string" as const, default: "bank" },
+  "stats-momentum": { type: "string" as const },
   order: { type: "string" as const, default: "given" },
   seed: { type: "string" as const, default: "0" },
 };
@@ -31,6 +32,7 @@ export const STREAM_HELP =
                             auto: the largest the budget allows, up to 64)
   --every K                 learn after every K new frames (default: the memory size)
   --stats-from bank|stream  target BN statistics follow the class-balanced bank (default) or the last frames
+  --stats-momentum A        how far each learning step moves them once settled (default 0.1; RoTTA: 0.05)
   --order given|iid|sorted|dirichlet:A   replay each --images in this order (default given; sorted: one
                             class after another; dirichlet: classes in bursts, smaller A = longer) --seed S`;
 
@@ -38,6 +40,7 @@ export interface StreamFlags {
   chunk: number;
   every?: number;
   statsFrom: "bank" | "stream";
+  momentum?: number;
   order: StreamOrder;
   seed: number;
 }
@@ -53,7 +56,11 @@ export function parseStreamFlags(flags: Record<string, unknown>): StreamFlags {
     throw new UsageError((e as Error).message);
   }
   const seed = parseNumber("seed", flags.seed as string, { integer: true })!;
-  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", order, seed };
+  const momentum = parseNumber("stats-momentum", flags["stats-momentum"] as string | undefined, {
+    min: 0,
+    max: 1,
+  });
+  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", momentum, order, seed };
 }
 
 /** Each domain's frames in the requested order (the same seed, the same stream). */
@@ -67,5 +74,11 @@ export function orderStreams(domains: Domain[], f: StreamFlags): Domain[] {
 
 /** The method's stream settings for a memory of `capacity` frames. */
 export function streamSettings(f: StreamFlags, capacity: number, collapseGuard: boolean): StreamSettings {
-  return { capacity, every: f.every ?? capacity, statsFrom: f.statsFrom, collapseGuard };
+  return {
+    capacity,
+    every: f.every ?? capacity,
+    statsFrom: f.statsFrom,
+    momentum: f.momentum,
+    collapseGuard,
+  };
 }

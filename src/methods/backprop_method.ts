@@ -19,7 +19,7 @@ import {
   SourceState,
   trainBnAffine,
 } from "./tta.ts";
-import { type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
+import { DEFAULT_MOMENTUM, type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
 
 export interface OptimizerConfig {
   kind: "adam" | "sgd";
@@ -63,11 +63,11 @@ export interface BackpropOptions extends Partial<OptimizerConfig> {
 export interface RobustStats {
   /** The learning forward moves them (statistics from the bank); false: something else does. */
   track: boolean;
-  /** RoTTA's alpha (0.05). */
+  /** RoTTA's alpha (its 0.05; here DEFAULT_MOMENTUM, scheduled by streaming.ts). */
   momentum: number;
 }
 
-export const DEFAULT_STATS: RobustStats = { track: true, momentum: 0.05 };
+export const DEFAULT_STATS: RobustStats = { track: true, momentum: DEFAULT_MOMENTUM };
 
 export interface LossPlan {
   /** The scalar loss to backpropagate, or null to skip the update (e.g. every sample filtered out). */
