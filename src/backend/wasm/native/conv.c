@@ -163,7 +163,9 @@ void conv_gemm_grad_input(const Conv* c, const float* dy, const float* w, float*
 }
 
 // One input channel per group and at most 4 outputs each: direct loops (depthwise.c), as the CPU reference.
-static int is_depthwise(const Conv* c) { return c->cin == c->groups && c->cout / c->groups <= 4; }
+static int is_depthwise(const Conv* c) {
+  return c->cin == c->groups && c->cout / c->groups <= 4 && depthwise_fits(c);
+}
 
 #define CONV_ARGS                                                                                           \
   int n, int cin, int h, int w_, int cout, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw_, \

@@ -1,21 +1,22 @@
-// Depthwise convolutions (one input channel per group), direct: forward, input and weight gradients.
+// Depthwise convolutions (one input channel per group, at most 4 outputs each): forward, input gradient and
+// weight gradient, direct, four channels per SIMD vector.
 //
-// The input plane is copied once into a zero-padded, stride-phase-split layout: P[y][r][j] holds padded
-// column j*sw + r of padded row y. Output column ow of tap kx then reads P[y][(kx*dw) % sw][ow + (kx*dw)/sw],
-// so for every stride and dilation the SIMD loop over ow does contiguous, unconditional loads (padding and
-// edges are zeros in the copy). The input gradient is the adjoint: it scatters into a zeroed accumulator of
-// the same layout with contiguous loads and stores, then copies the interior back out.
+// Four planes are transposed into one zero-padded interleaved block, P[y][x][lane], so every tap of every
+// output position is one 16-byte load that serves four channels: strides, dilation and padding cost nothing
+// in the inner loop, and small planes (4x4 .. 14x14, where a vector across the width would be mostly padding
+// and loop overhead) run as fast as large ones. Outputs are computed a row at a time into an interleaved
+// row and transposed back into the four NCHW planes. The input gradient is the adjoint: each output
+// position's gradient is scattered into a zeroed padded block, whose interior is then transposed out.
 #include "conv.h"
 #include "common.h"
 
-
+#define LANES 4
 
 typedef struct {
-  int hp;      // padded rows
-  int wq;      // floats per phase row
-  int rstride; // floats per padded row: sw * wq
-  int ow4;     // output columns rounded up to whole vectors
-  int floats;  // plane + one zero-padded output row
+  int hp, wp;   // padded block: rows, columns
+  int block;    // floats of the padded block: hp * wp * 4
+  int row;      // floats of one interleaved row of outputs: ow * 4 (rounded up to 8 positions)
+  int floats;   // scratch a task needs
 } Layout;
 
 static struct {
@@ -23,17 +24,18 @@ static struct {
   Layout l;
   const float *x, *w, *bias, *dy;
   float *y, *dx, *dw;
-  float* buf; // per-thread buffers (floats each), when the plane does not fit in scratch
-  int planes_per_task;
+  float* buf; // per-thread buffers, when scratch is too small
+  int groups4; // channel groups of 4
+  int per;     // units per task
 } dw_;
 
-static Layout layout(const Conv* c) {
+static Layout layout(const Conv* c, int rows) {
   Layout l;
   l.hp = c->h + 2 * c->ph;
-  l.ow4 = cdiv(c->ow, 4) * 4;
-  l.wq = imax(l.ow4 + (c->kw - 1) * c->dw / c->sw + 1, cdiv(c->w + 2 * c->pw, c->sw));
-  l.rstride = c->sw * l.wq;
-  l.floats = l.hp * l.rstride + l.ow4 + 4;
+  l.wp = c->w + 2 * c->pw;
+  l.block = l.hp * l.wp * LANES;
+  l.row = cdiv(imax(c->ow, c->w), 8) * 8 * LANES;
+  l.floats = l.block + rows * l.row;
   return l;
 }
 
@@ -41,211 +43,275 @@ static float* buffer(int tid) {
   return dw_.buf ? dw_.buf + (size_t)tid * cdiv(dw_.l.floats, 16) * 16 : scratch(tid);
 }
 
-// Padded, phase-split copy of one input plane.
-static void fill_plane(const Conv* c, const Layout* l, const float* x, float* p) {
+INLINE void transpose4(v4* r0, v4* r1, v4* r2, v4* r3) {
+  v4 t0 = wasm_i32x4_shuffle(*r0, *r1, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(*r0, *r1, 2, 6, 3, 7);
+  v4 t2 = wasm_i32x4_shuffle(*r2, *r3, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(*r2, *r3, 2, 6, 3, 7);
+  *r0 = wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5);
+  *r1 = wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7);
+  *r2 = wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5);
+  *r3 = wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7);
+}
+
+// Interleave `len` elements of four rows (NULL: zeros) into dst[i][lane].
+static void interleave(const float* const* src, int len, float* dst) {
+  int i = 0;
+  if (src[0] && src[1] && src[2] && src[3]) {
+    for (; i + 4 <= len; i += 4) {
+      v4 a = LD(src[0] + i), b = LD(src[1] + i), c = LD(src[2] + i), d = LD(src[3] + i);
+      transpose4(&a, &b, &c, &d);
+      ST(dst + 4 * i, a);
+      ST(dst + 4 * i + 4, b);
+      ST(dst + 4 * i + 8, c);
+      ST(dst + 4 * i + 12, d);
+    }
+  }
+  for (; i < len; i++) {
+    for (int l = 0; l < LANES; l++) dst[4 * i + l] = src[l] ? src[l][i] : 0.0f;
+  }
+}
+
+// The inverse: dst[lane][i] = src[i][lane] for the lanes whose row is not NULL; `add` accumulates.
+static void deinterleave(const float* src, int len, float* const* dst, int add) {
+  int i = 0;
+  if (dst[0] && dst[1] && dst[2] && dst[3] && !add) {
+    for (; i + 4 <= len; i += 4) {
+      v4 a = LD(src + 4 * i), b = LD(src + 4 * i + 4), c = LD(src + 4 * i + 8), d = LD(src + 4 * i + 12);
+      transpose4(&a, &b, &c, &d);
+      ST(dst[0] + i, a);
+      ST(dst[1] + i, b);
+      ST(dst[2] + i, c);
+      ST(dst[3] + i, d);
+    }
+  }
+  for (; i < len; i++) {
+    for (int l = 0; l < LANES; l++) {
+      if (dst[l]) dst[l][i] = add ? dst[l][i] + src[4 * i + l] : src[4 * i + l];
+    }
+  }
+}
+
+// The padded, interleaved block of four h x w planes (NULL lanes are zeros).
+static void pack_block(const Conv* c, const Layout* l, const float* const* planes, float* p) {
+  int wp4 = l->wp * LANES;
   for (int y = 0; y < l->hp; y++) {
-    float* row = p + (size_t)y * l->rstride;
+    float* row = p + (size_t)y * wp4;
     int iy = y - c->ph;
     if (iy < 0 || iy >= c->h) {
-      for (int i = 0; i < l->rstride; i++) row[i] = 0.0f;
+      for (int i = 0; i < wp4; i += 4) ST(row + i, ZERO);
       continue;
     }
-    const float* src = x + (size_t)iy * c->w;
-    if (c->sw == 1) {
-      for (int i = 0; i < c->pw; i++) row[i] = 0.0f;
-      __builtin_memcpy(row + c->pw, src, (size_t)c->w * 4);
-      for (int i = c->pw + c->w; i < l->wq; i++) row[i] = 0.0f;
-    } else {
-      for (int r = 0; r < c->sw; r++) {
-        float* ph = row + r * l->wq;
-        for (int j = 0; j < l->wq; j++) {
-          int ix = j * c->sw + r - c->pw;
-          ph[j] = ix >= 0 && ix < c->w ? src[ix] : 0.0f;
-        }
-      }
-    }
+    for (int i = 0; i < c->pw * LANES; i += 4) ST(row + i, ZERO);
+    for (int i = (c->pw + c->w) * LANES; i < wp4; i += 4) ST(row + i, ZERO);
+    const float* src[LANES];
+    for (int k = 0; k < LANES; k++) src[k] = planes[k] ? planes[k] + (size_t)iy * c->w : 0;
+    interleave(src, c->w, row + c->pw * LANES);
   }
 }
 
-// Offset of tap (ky, kx) for output (oh, 0) in the layout.
-INLINE int tap_offset(const Conv* c, const Layout* l, int oh, int ky, int kx) {
-  int col = kx * c->dw;
-  return (oh * c->sh + ky * c->dh) * l->rstride + (col % c->sw) * l->wq + col / c->sw;
-}
-
-INLINE void store_row(float* dst, int ow, int cols, v4 v) {
-  if (ow + 4 <= cols) {
-    ST(dst + ow, v);
-  } else {
-    float t[4] __attribute__((aligned(16)));
-    ST(t, v);
-    for (int i = 0; ow + i < cols; i++) dst[ow + i] = t[i];
-  }
-}
-
-static void forward_plane(const Conv* c, const Layout* l, const float* p, const float* w, float b, float* y) {
-  int taps = c->kh * c->kw;
-  if (c->kh == 3 && c->kw == 3) {
-    v4 w0 = SPLAT(w[0]), w1 = SPLAT(w[1]), w2 = SPLAT(w[2]), w3 = SPLAT(w[3]), w4 = SPLAT(w[4]);
-    v4 w5 = SPLAT(w[5]), w6 = SPLAT(w[6]), w7 = SPLAT(w[7]), w8 = SPLAT(w[8]);
-    int o0 = tap_offset(c, l, 0, 0, 0), o1 = tap_offset(c, l, 0, 0, 1), o2 = tap_offset(c, l, 0, 0, 2);
-    int o3 = tap_offset(c, l, 0, 1, 0), o4 = tap_offset(c, l, 0, 1, 1), o5 = tap_offset(c, l, 0, 1, 2);
-    int o6 = tap_offset(c, l, 0, 2, 0), o7 = tap_offset(c, l, 0, 2, 1), o8 = tap_offset(c, l, 0, 2, 2);
-    v4 bv = SPLAT(b);
-    for (int oh = 0; oh < c->oh; oh++) {
-      const float* r = p + (size_t)oh * c->sh * l->rstride;
-      float* dst = y + (size_t)oh * c->ow;
-      for (int ow = 0; ow < c->ow; ow += 4) {
-        const float* q = r + ow;
-        v4 a = FMA(w0, LD(q + o0), bv);
-        v4 a2 = wasm_f32x4_mul(w1, LD(q + o1));
-        a = FMA(w2, LD(q + o2), a);
-        a2 = FMA(w3, LD(q + o3), a2);
-        a = FMA(w4, LD(q + o4), a);
-        a2 = FMA(w5, LD(q + o5), a2);
-        a = FMA(w6, LD(q + o6), a);
-        a2 = FMA(w7, LD(q + o7), a2);
-        a = FMA(w8, LD(q + o8), a);
-        store_row(dst, ow, c->ow, wasm_f32x4_add(a, a2));
-      }
+// One interleaved output row: out[ow][lane] = bias + sum over taps of w[tap][lane] * P[...][lane].
+static void forward_row(const Conv* c, const Layout* l, const float* p, const v4* wt, v4 bias, int oh, float* out) {
+  int taps = c->kh * c->kw, wp4 = l->wp * LANES, step = c->sw * LANES;
+  const float* base = p + (size_t)oh * c->sh * wp4;
+  if (taps == 9) {
+    int o[9];
+    for (int t = 0; t < 9; t++) o[t] = (t / 3) * c->dh * wp4 + (t % 3) * c->dw * LANES;
+    v4 w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4], w5 = wt[5], w6 = wt[6], w7 = wt[7], w8 = wt[8];
+    for (int ow = 0; ow < c->ow; ow++) {
+      const float* q = base + ow * step;
+      v4 a = FMA(w0, LD(q + o[0]), bias);
+      v4 b = wasm_f32x4_mul(w1, LD(q + o[1]));
+      a = FMA(w2, LD(q + o[2]), a);
+      b = FMA(w3, LD(q + o[3]), b);
+      a = FMA(w4, LD(q + o[4]), a);
+      b = FMA(w5, LD(q + o[5]), b);
+      a = FMA(w6, LD(q + o[6]), a);
+      b = FMA(w7, LD(q + o[7]), b);
+      a = FMA(w8, LD(q + o[8]), a);
+      ST(out + ow * LANES, wasm_f32x4_add(a, b));
     }
     return;
   }
-  for (int oh = 0; oh < c->oh; oh++) {
-    float* dst = y + (size_t)oh * c->ow;
-    for (int ow = 0; ow < c->ow; ow += 4) {
-      v4 a = SPLAT(b);
-      for (int t = 0; t < taps; t++) {
-        a = FMA(SPLAT(w[t]), LD(p + tap_offset(c, l, oh, t / c->kw, t % c->kw) + ow), a);
-      }
-      store_row(dst, ow, c->ow, a);
-    }
+  for (int ow = 0; ow < c->ow; ow++) {
+    const float* q = base + ow * step;
+    v4 a = bias;
+    for (int t = 0; t < taps; t++) a = FMA(wt[t], LD(q + (t / c->kw) * c->dh * wp4 + (t % c->kw) * c->dw * LANES), a);
+    ST(out + ow * LANES, a);
+  }
+}
+
+// Weights of four output channels as vectors per tap (channels past cout: zeros).
+static void weights4(const Conv* c, int co0, v4* wt) {
+  int taps = c->kh * c->kw;
+  for (int t = 0; t < taps; t++) {
+    float v[LANES];
+    for (int l = 0; l < LANES; l++) v[l] = co0 + l < c->cout ? dw_.w[(size_t)(co0 + l) * taps + t] : 0.0f;
+    wt[t] = wasm_f32x4_make(v[0], v[1], v[2], v[3]);
   }
 }
 
 static void forward_task(int t, int tid) {
   const Conv* c = dw_.c;
-  int coutg = c->cout / c->groups, ohw = c->oh * c->ow, taps = c->kh * c->kw;
+  const Layout* l = &dw_.l;
+  int m = c->cout / c->groups, ohw = c->oh * c->ow;
   float* p = buffer(tid);
-  int total = c->n * c->cout;
-  int last = -1;
-  for (int pl = t * dw_.planes_per_task; pl < imin(total, (t + 1) * dw_.planes_per_task); pl++) {
-    int img = pl / c->cout, co = pl % c->cout;
-    int src = img * c->cin + co / coutg;
-    if (src != last) fill_plane(c, &dw_.l, dw_.x + (size_t)src * c->h * c->w, p);
-    last = src;
-    forward_plane(c, &dw_.l, p, dw_.w + (size_t)co * taps, dw_.bias ? dw_.bias[co] : 0.0f,
-                  dw_.y + (size_t)pl * ohw);
+  float* row = p + l->block;
+  v4 wt[64];
+  for (int u = t * dw_.per; u < imin(c->n * dw_.groups4, (t + 1) * dw_.per); u++) {
+    int img = u / dw_.groups4, co0 = (u % dw_.groups4) * LANES;
+    const float* planes[LANES];
+    float* outs[LANES];
+    float b[LANES];
+    for (int k = 0; k < LANES; k++) {
+      int co = co0 + k;
+      planes[k] = co < c->cout ? dw_.x + ((size_t)img * c->cin + co / m) * c->h * c->w : 0;
+      outs[k] = co < c->cout ? dw_.y + ((size_t)img * c->cout + co) * ohw : 0;
+      b[k] = co < c->cout && dw_.bias ? dw_.bias[co] : 0.0f;
+    }
+    pack_block(c, l, planes, p);
+    weights4(c, co0, wt);
+    v4 bias = wasm_f32x4_make(b[0], b[1], b[2], b[3]);
+    for (int oh = 0; oh < c->oh; oh++) {
+      forward_row(c, l, p, wt, bias, oh, row);
+      float* dst[LANES];
+      for (int k = 0; k < LANES; k++) dst[k] = outs[k] ? outs[k] + (size_t)oh * c->ow : 0;
+      deinterleave(row, c->ow, dst, 0);
+    }
   }
 }
 
-// A zero-padded copy of one output row of dy (whole vectors past ow read zeros).
-static const float* dy_row(const Conv* c, const Layout* l, const float* dy, int oh, float* tmp) {
-  __builtin_memcpy(tmp, dy + (size_t)oh * c->ow, (size_t)c->ow * 4);
-  for (int i = c->ow; i < l->ow4; i++) tmp[i] = 0.0f;
-  return tmp;
-}
-
+// Input gradient of four input channels: lanes are input channels ci0..ci0+3; for a multiplier m the m output
+// channels of each are scattered one after another into the same block.
 static void grad_input_task(int t, int tid) {
   const Conv* c = dw_.c;
   const Layout* l = &dw_.l;
-  int coutg = c->cout / c->groups, ohw = c->oh * c->ow, taps = c->kh * c->kw;
-  float* q = buffer(tid);
-  float* tmp = q + (size_t)l->hp * l->rstride;
-  int total = c->n * c->cin;
-  for (int pl = t * dw_.planes_per_task; pl < imin(total, (t + 1) * dw_.planes_per_task); pl++) {
-    int img = pl / c->cin, ci = pl % c->cin;
-    for (int i = 0; i < l->hp * l->rstride; i++) q[i] = 0.0f;
-    for (int co = ci * coutg; co < (ci + 1) * coutg; co++) {
-      const float* w = dw_.w + (size_t)co * taps;
-      const float* dy = dw_.dy + ((size_t)img * c->cout + co) * ohw;
+  int m = c->cout / c->groups, ohw = c->oh * c->ow, taps = c->kh * c->kw, wp4 = l->wp * LANES;
+  float* acc = buffer(tid);
+  float* row = acc + l->block;
+  v4 wt[64];
+  for (int u = t * dw_.per; u < imin(c->n * dw_.groups4, (t + 1) * dw_.per); u++) {
+    int img = u / dw_.groups4, ci0 = (u % dw_.groups4) * LANES;
+    for (int i = 0; i < l->block; i += 4) ST(acc + i, ZERO);
+    for (int mm = 0; mm < m; mm++) {
+      const float* dys[LANES];
+      for (int t_ = 0; t_ < taps; t_++) {
+        float v[LANES];
+        for (int k = 0; k < LANES; k++) {
+          v[k] = ci0 + k < c->cin ? dw_.w[(size_t)((ci0 + k) * m + mm) * taps + t_] : 0.0f;
+        }
+        wt[t_] = wasm_f32x4_make(v[0], v[1], v[2], v[3]);
+      }
+      for (int k = 0; k < LANES; k++) {
+        dys[k] = ci0 + k < c->cin ? dw_.dy + ((size_t)img * c->cout + (ci0 + k) * m + mm) * ohw : 0;
+      }
       for (int oh = 0; oh < c->oh; oh++) {
-        const float* d = dy_row(c, l, dy, oh, tmp);
-        for (int tp = 0; tp < taps; tp++) {
-          v4 wv = SPLAT(w[tp]);
-          float* dst = q + tap_offset(c, l, oh, tp / c->kw, tp % c->kw);
-          for (int ow = 0; ow < l->ow4; ow += 4) ST(dst + ow, FMA(wv, LD(d + ow), LD(dst + ow)));
+        const float* src[LANES];
+        for (int k = 0; k < LANES; k++) src[k] = dys[k] ? dys[k] + (size_t)oh * c->ow : 0;
+        interleave(src, c->ow, row);
+        float* base = acc + (size_t)oh * c->sh * wp4;
+        for (int t_ = 0; t_ < taps; t_++) {
+          v4 w = wt[t_];
+          float* q = base + (t_ / c->kw) * c->dh * wp4 + (t_ % c->kw) * c->dw * LANES;
+          for (int ow = 0; ow < c->ow; ow++) {
+            float* d = q + ow * c->sw * LANES;
+            ST(d, FMA(w, LD(row + ow * LANES), LD(d)));
+          }
         }
       }
     }
-    float* dx = dw_.dx + (size_t)pl * c->h * c->w;
     for (int iy = 0; iy < c->h; iy++) {
-      const float* row = q + (size_t)(iy + c->ph) * l->rstride;
-      float* out = dx + (size_t)iy * c->w;
-      if (c->sw == 1) {
-        __builtin_memcpy(out, row + c->pw, (size_t)c->w * 4);
-      } else {
-        for (int ix = 0; ix < c->w; ix++) {
-          int col = ix + c->pw;
-          out[ix] = row[(col % c->sw) * l->wq + col / c->sw];
-        }
+      float* dst[LANES];
+      for (int k = 0; k < LANES; k++) {
+        dst[k] = ci0 + k < c->cin ? dw_.dx + (((size_t)img * c->cin + ci0 + k) * c->h + iy) * c->w : 0;
       }
+      deinterleave(acc + (size_t)(iy + c->ph) * wp4 + c->pw * LANES, c->w, dst, 0);
     }
   }
 }
 
+// Weight gradient of four output channels, summed over every image: one accumulator per tap.
 static void grad_weight_task(int t, int tid) {
   const Conv* c = dw_.c;
   const Layout* l = &dw_.l;
-  int coutg = c->cout / c->groups, ohw = c->oh * c->ow, taps = c->kh * c->kw;
+  int m = c->cout / c->groups, ohw = c->oh * c->ow, taps = c->kh * c->kw, wp4 = l->wp * LANES;
   float* p = buffer(tid);
-  float* tmp = p + (size_t)l->hp * l->rstride;
+  float* row = p + l->block;
   v4 acc[64];
-  double sum[64];
-  for (int co = t * dw_.planes_per_task; co < imin(c->cout, (t + 1) * dw_.planes_per_task); co++) {
-    int ci = co / coutg;
-    for (int t0 = 0; t0 < taps; t0 += 64) {
-      int nt = imin(64, taps - t0);
-      for (int k = 0; k < nt; k++) sum[k] = 0.0;
-      for (int img = 0; img < c->n; img++) {
-        fill_plane(c, l, dw_.x + ((size_t)img * c->cin + ci) * c->h * c->w, p);
-        const float* dy = dw_.dy + ((size_t)img * c->cout + co) * ohw;
-        for (int k = 0; k < nt; k++) acc[k] = ZERO;
-        for (int oh = 0; oh < c->oh; oh++) {
-          const float* d = dy_row(c, l, dy, oh, tmp);
-          for (int k = 0; k < nt; k++) {
-            int tp = t0 + k;
-            const float* src = p + tap_offset(c, l, oh, tp / c->kw, tp % c->kw);
-            v4 a = acc[k];
-            for (int ow = 0; ow < l->ow4; ow += 4) a = FMA(LD(d + ow), LD(src + ow), a);
-            acc[k] = a;
-          }
-        }
-        for (int k = 0; k < nt; k++) sum[k] += hsum(acc[k]);
+  double sum[64][LANES];
+  for (int u = t * dw_.per; u < imin(dw_.groups4, (t + 1) * dw_.per); u++) {
+    int co0 = u * LANES;
+    for (int t_ = 0; t_ < taps; t_++) {
+      for (int k = 0; k < LANES; k++) sum[t_][k] = 0.0;
+    }
+    for (int img = 0; img < c->n; img++) {
+      const float* planes[LANES];
+      const float* dys[LANES];
+      for (int k = 0; k < LANES; k++) {
+        int co = co0 + k;
+        planes[k] = co < c->cout ? dw_.x + ((size_t)img * c->cin + co / m) * c->h * c->w : 0;
+        dys[k] = co < c->cout ? dw_.dy + ((size_t)img * c->cout + co) * ohw : 0;
       }
-      for (int k = 0; k < nt; k++) dw_.dw[(size_t)co * taps + t0 + k] = (float)sum[k];
+      pack_block(c, l, planes, p);
+      for (int t_ = 0; t_ < taps; t_++) acc[t_] = ZERO;
+      for (int oh = 0; oh < c->oh; oh++) {
+        const float* src[LANES];
+        for (int k = 0; k < LANES; k++) src[k] = dys[k] ? dys[k] + (size_t)oh * c->ow : 0;
+        interleave(src, c->ow, row);
+        const float* base = p + (size_t)oh * c->sh * wp4;
+        for (int t_ = 0; t_ < taps; t_++) {
+          const float* q = base + (t_ / c->kw) * c->dh * wp4 + (t_ % c->kw) * c->dw * LANES;
+          v4 a = acc[t_];
+          for (int ow = 0; ow < c->ow; ow++) a = FMA(LD(row + ow * LANES), LD(q + ow * c->sw * LANES), a);
+          acc[t_] = a;
+        }
+      }
+      for (int t_ = 0; t_ < taps; t_++) {
+        float v[LANES] __attribute__((aligned(16)));
+        ST(v, acc[t_]);
+        for (int k = 0; k < LANES; k++) sum[t_][k] += v[k];
+      }
+    }
+    for (int k = 0; k < LANES && co0 + k < c->cout; k++) {
+      for (int t_ = 0; t_ < taps; t_++) dw_.dw[(size_t)(co0 + k) * taps + t_] = (float)sum[t_][k];
     }
   }
 }
 
-// Prepare the shared state; returns the plane count and sets planes_per_task from the work per plane.
-static void setup(const Conv* c, int planes, double flops_per_plane) {
+// Shared state, scratch, and units (image x channel group, or channel groups) per task from the work per unit.
+static int setup(const Conv* c, int channels, int units, double flops_per_unit) {
   dw_.c = c;
-  dw_.l = layout(c);
+  dw_.l = layout(c, 1);
+  dw_.groups4 = cdiv(channels, LANES);
   int threads = pool_threads();
   dw_.buf = 0;
   if ((size_t)dw_.l.floats * 4 > (size_t)scratch_bytes()) {
     dw_.buf = ws_alloc(threads * cdiv(dw_.l.floats, 16) * 16 * 4);
   }
-  int tasks = split_count(flops_per_plane * planes, 2e5, 8 * threads);
-  dw_.planes_per_task = cdiv(planes, tasks);
+  int tasks = split_count(flops_per_unit * units, 2e5, 8 * threads);
+  dw_.per = cdiv(units, tasks);
+  return cdiv(units, dw_.per);
 }
 
+// More than 64 taps per kernel (larger than 8x8) take the GEMM path (conv.c): the tap vectors live on the stack.
+int depthwise_fits(const Conv* c) { return c->kh * c->kw <= 64; }
+
 void depthwise_forward(const Conv* c, const float* x, const float* w, const float* bias, float* y) {
-  setup(c, c->n * c->cout, 2.0 * c->oh * c->ow * c->kh * c->kw + c->h * c->w);
+  double per = LANES * (2.0 * c->oh * c->ow * c->kh * c->kw + c->h * c->w);
+  int tasks = setup(c, c->cout, c->n * cdiv(c->cout, LANES), per);
   dw_.x = x, dw_.w = w, dw_.bias = bias, dw_.y = y;
-  parallel_for(forward_task, cdiv(c->n * c->cout, dw_.planes_per_task), pool_threads());
+  parallel_for(forward_task, tasks, pool_threads());
 }
 
 void depthwise_grad_input(const Conv* c, const float* dy, const float* w, float* dx) {
-  int coutg = c->cout / c->groups;
-  setup(c, c->n * c->cin, 2.0 * coutg * c->oh * c->ow * c->kh * c->kw + 2 * c->h * c->w);
+  int m = c->cout / c->groups;
+  double per = LANES * (2.0 * m * c->oh * c->ow * c->kh * c->kw + 2 * c->h * c->w);
+  int tasks = setup(c, c->cin, c->n * cdiv(c->cin, LANES), per);
   dw_.dy = dy, dw_.w = w, dw_.dx = dx;
-  parallel_for(grad_input_task, cdiv(c->n * c->cin, dw_.planes_per_task), pool_threads());
+  parallel_for(grad_input_task, tasks, pool_threads());
 }
 
 void depthwise_grad_weight(const Conv* c, const float* x, const float* dy, float* dw) {
-  setup(c, c->cout, c->n * (2.0 * c->oh * c->ow * c->kh * c->kw + c->h * c->w));
+  double per = LANES * c->n * (2.0 * c->oh * c->ow * c->kh * c->kw + c->h * c->w);
+  int tasks = setup(c, c->cout, cdiv(c->cout, LANES), per);
   dw_.x = x, dw_.dy = dy, dw_.dw = dw;
-  parallel_for(grad_weight_task, cdiv(c->cout, dw_.planes_per_task), pool_threads());
+  parallel_for(grad_weight_task, tasks, pool_threads());
 }

@@ -19,6 +19,8 @@ typedef struct {
 
 static Job job;
 static uint32_t generation;
+static int task_count[64];
+EXPORT int pool_tasks_run(int tid) { return task_count[tid & 63]; }
 static int n_threads = 1;
 static char* scratch_base;
 static int scratch_size;
@@ -60,6 +62,7 @@ static void run_tasks(uint32_t gen, int tid) {
     if (t >= n) return;
     if (!__atomic_compare_exchange_n(&job.ticket, &v, v + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
     fn(t, tid);
+    task_count[tid & 63]++;
     if (__atomic_add_fetch(&job.done, 1, __ATOMIC_SEQ_CST) == n) {
       __builtin_wasm_memory_atomic_notify(&job.done, 1);
     }
