@@ -10,7 +10,7 @@ import type { Spec } from "./_webgpu_agree.ts";
 import { createWasmBackend, type WasmBackend, type WasmBackendOptions } from "../../src/backend/wasm/mod.ts";
 import { wasmBackend } from "../_backends.ts";
 
-export function wasmTest(name: string, body: (b: Backend) => Promise<void>): void {
+export function wasmTest(name: string, body: (b: Backend) => Promise<void> | void): void {
   Deno.test({
     name,
     // The shared backend's workers live for the whole process, like WebGPU's device.

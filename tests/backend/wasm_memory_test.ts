@@ -12,7 +12,7 @@ import { wasmTest, withWasm } from "./_wasm.ts";
 
 wasmTest(
   "wasm alloc() reuses pooled blocks and leaks nothing over 1,000 steps, kernel scratch included",
-  async (shared) => {
+  (shared) => {
     const b = shared as WasmBackend;
     const base = b.ledger.liveBytes;
     const x = b.alloc(2 * 3 * 17 * 17, { category: "activations" });
@@ -54,7 +54,7 @@ wasmTest(
 
 wasmTest(
   "wasm kernel scratch is counted as workspace while the kernel runs and freed when it returns",
-  async (shared) => {
+  (shared) => {
     const b = shared as WasmBackend;
     const attrs = conv2dAttrs([4, 8, 20, 20], [8, 8, 3, 3], { padding: 1 });
     const dy = b.alloc(4 * 8 * 20 * 20, { category: "grads" });
@@ -100,7 +100,7 @@ wasmTest(
 
 wasmTest(
   "wasm kernels refuse attributes that reach past a storage instead of touching other memory",
-  async (b) => {
+  (b) => {
     const a = b.alloc(10, { category: "activations" });
     const out = b.alloc(10, { category: "activations" });
     throws(
