@@ -32,7 +32,11 @@ export function createWasmBackend(options: WasmBackendOptions = {}): Promise<Was
   if (!shared) {
     const p = create({});
     shared = p;
-    p.catch(() => {
+    p.then((b) => {
+      b.onDispose = () => {
+        if (shared === p) shared = null;
+      };
+    }, () => {
       if (shared === p) shared = null;
     });
   }

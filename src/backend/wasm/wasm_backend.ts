@@ -53,6 +53,7 @@ export class WasmBackend implements Backend, WasmContext {
   #running = false;
   #failure: string | null = null;
   #disposed = false;
+  onDispose?: () => void;
 
   constructor(rt: Runtime) {
     this.#rt = rt;
@@ -164,6 +165,7 @@ export class WasmBackend implements Backend, WasmContext {
     this.#disposed = true;
     stopRuntime(this.#rt);
     this.#addrs.clear();
+    this.onDispose?.();
   }
 
   addr(s: Storage): number {
