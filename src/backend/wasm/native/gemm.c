@@ -82,36 +82,54 @@ static void pack_b_dense(const Gemm* g, const float* b, int j0, int nc, int p0, 
 static void pack_b_im2col(const Gemm* g, const float* x, int j0, int nc, int p0, int kc, float* dst) {
   const ConvGeom* c = &g->g;
   int taps = c->kh * c->kw;
+  // Per reduction index: channel plane offset and the tap's row/column offsets (no divisions per panel).
+  int poff[KC], pky[KC], pkx[KC];
+  for (int p = 0; p < kc; p++) {
+    int ci = (p0 + p) / taps, t = (p0 + p) % taps;
+    poff[p] = ci * c->hw;
+    pky[p] = (t / c->kw) * c->dh;
+    pkx[p] = (t % c->kw) * c->dw;
+  }
   int imgoff[NR], ih0[NR], iw0[NR];
+  int img = j0 / g->npix, pix = j0 % g->npix;
+  int oh = pix / c->outw, ow = pix % c->outw;
   for (int jp = 0; jp < nc; jp += NR) {
-    int j = j0 + jp;
-    int img = j / g->npix, pix = j % g->npix;
-    int valid = imin(NR, g->n - j);
+    int valid = imin(NR, g->n - (j0 + jp));
     for (int jj = 0; jj < NR; jj++) {
       imgoff[jj] = img * g->bnimg;
-      ih0[jj] = (pix / c->outw) * c->sh - c->ph;
-      iw0[jj] = (pix % c->outw) * c->sw - c->pw;
-      if (++pix == g->npix) pix = 0, img++;
+      ih0[jj] = oh * c->sh - c->ph;
+      iw0[jj] = ow * c->sw - c->pw;
+      if (++ow == c->outw) {
+        ow = 0;
+        if (++oh == c->ohw / c->outw) oh = 0, img++;
+      }
     }
-    // One output row of one image, stride 1: a window row is NR consecutive input elements.
-    int row = valid == NR && c->sw == 1 && imgoff[NR - 1] == imgoff[0] && ih0[NR - 1] == ih0[0];
-    for (int p = p0; p < p0 + kc; p++) {
-      int ci = p / taps, t = p % taps;
-      int kyd = (t / c->kw) * c->dh, kxd = (t % c->kw) * c->dw;
-      const float* plane = x + (size_t)ci * c->hw;
+    // One output row of one image: a window row is NR input elements 1 or 2 apart (the stem's stride 2).
+    int row = valid == NR && (c->sw == 1 || c->sw == 2) && imgoff[NR - 1] == imgoff[0] && ih0[NR - 1] == ih0[0];
+    int span = (NR - 1) * c->sw + 1;
+    for (int p = 0; p < kc; p++) {
+      const float* plane = x + poff[p];
+      int kyd = pky[p], kxd = pkx[p];
       if (row) {
         int ih = ih0[0] + kyd, iw = iw0[0] + kxd;
         if (ih < 0 || ih >= c->h) {
           ST(dst, ZERO);
           ST(dst + 4, ZERO);
-        } else if (iw >= 0 && iw + NR <= c->w) {
+        } else if (iw >= 0 && iw + span <= c->w) {
           const float* src = plane + imgoff[0] + ih * c->w + iw;
-          ST(dst, wasm_v128_load(src));
-          ST(dst + 4, wasm_v128_load(src + 4));
+          if (c->sw == 1) {
+            ST(dst, wasm_v128_load(src));
+            ST(dst + 4, wasm_v128_load(src + 4));
+          } else {
+            // Even lanes of 16 consecutive elements; the last load stops at the window's last element.
+            v4 a = LD(src), b = LD(src + 4), d = LD(src + 8), e = LD(src + 11);
+            ST(dst, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
+            ST(dst + 4, wasm_i32x4_shuffle(d, e, 0, 2, 5, 7));
+          }
         } else {
           const float* src = plane + imgoff[0] + ih * c->w;
           for (int jj = 0; jj < NR; jj++) {
-            int x_ = iw + jj;
+            int x_ = iw + jj * c->sw;
             dst[jj] = x_ >= 0 && x_ < c->w ? src[x_] : 0.0f;
           }
         }
@@ -133,6 +151,21 @@ static void pack_b_im2col(const Gemm* g, const float* x, int j0, int nc, int p0,
 static void pack_b_im2col_t(const Gemm* g, const float* x, int j0, int nc, int p0, int kc, float* dst) {
   const ConvGeom* c = &g->g;
   int taps = c->kh * c->kw;
+  // Per reduction index: image offset and window origin (no divisions in the panel loops).
+  int pimg[KC], pih[KC], piw[KC];
+  {
+    int img = p0 / g->kpix, pix = p0 % g->kpix;
+    int oh = pix / c->outw, ow = pix % c->outw;
+    for (int p = 0; p < kc; p++) {
+      pimg[p] = img * g->bkimg;
+      pih[p] = oh * c->sh - c->ph;
+      piw[p] = ow * c->sw - c->pw;
+      if (++ow == c->outw) {
+        ow = 0;
+        if (++oh == c->ohw / c->outw) oh = 0, img++;
+      }
+    }
+  }
   int choff[NR], kyd[NR], kxd[NR];
   for (int jp = 0; jp < nc; jp += NR) {
     int j = j0 + jp;
@@ -143,10 +176,9 @@ static void pack_b_im2col_t(const Gemm* g, const float* x, int j0, int nc, int p
       kyd[jj] = ((jj_ % taps) / c->kw) * c->dh;
       kxd[jj] = ((jj_ % taps) % c->kw) * c->dw;
     }
-    int img = p0 / g->kpix, pix = p0 % g->kpix;
     for (int p = 0; p < kc; p++) {
-      const float* xi = x + (size_t)img * g->bkimg;
-      int ih0 = (pix / c->outw) * c->sh - c->ph, iw0 = (pix % c->outw) * c->sw - c->pw;
+      const float* xi = x + pimg[p];
+      int ih0 = pih[p], iw0 = piw[p];
       for (int jj = 0; jj < NR; jj++) {
         int ih = ih0 + kyd[jj], iw = iw0 + kxd[jj];
         dst[jj] = jj < valid && ih >= 0 && ih < c->h && iw >= 0 && iw < c->w
@@ -154,7 +186,6 @@ static void pack_b_im2col_t(const Gemm* g, const float* x, int j0, int nc, int p
                       : 0.0f;
       }
       dst += NR;
-      if (++pix == g->kpix) pix = 0, img++;
     }
   }
 }
