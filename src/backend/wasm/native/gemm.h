@@ -4,6 +4,13 @@
 #pragma once
 #include "common.h"
 
+// Micro-tile (MR x NR) and cache blocks (MC x KC of A, KC x NC of B per thread).
+#define MR 4
+#define NR 8
+#define KC 256
+#define MC 96
+#define NC 384
+
 enum { B_DENSE = 0, B_IM2COL = 1, B_IM2COL_T = 2 };
 enum { BIAS_NONE = 0, BIAS_COL = 1, BIAS_ROW = 2 };
 
@@ -42,3 +49,8 @@ void gemm_run(const Gemm* g, int threads, float* work);
 
 // Floats of `work` gemm_run may use with `threads` threads (0 when it never splits the reduction).
 int gemm_work_floats(const Gemm* g, int threads);
+
+// gemm_pack.c: A rows [i0, i0+mc) x reduction [p0, p0+kc) into MR-row panels; B's kc x nc block into NR-column
+// panels (dense, or gathered through im2col).
+void gemm_pack_a(const Gemm* g, const float* a, int i0, int mc, int p0, int kc, float* dst);
+void gemm_pack_b(const Gemm* g, const float* b, int j0, int nc, int p0, int kc, float* dst);
