@@ -77,6 +77,31 @@ wasmTest(
   },
 );
 
+wasmTest(
+  "unary_grad() on wasm forms dy * f'(x) like the CPU where f'(x) alone would overflow f32",
+  async (b) => {
+    // Every special x against small, unit and huge upstream gradients (the reference multiplies in double).
+    const dys = [0.01, 0.5, -0.9, 1, 1e-30, -1e30, 3];
+    const x = dys.flatMap(() => SPECIALS), dy = dys.flatMap((d) => SPECIALS.map(() => d));
+    const n = x.length;
+    for (const op of UNARY) {
+      await agreeSpecial(
+        b,
+        "unary_grad",
+        { x: { data: x }, dy: { data: dy }, out: { length: n } },
+        {
+          n,
+          op,
+          alpha: -1.5,
+          beta: 2.5,
+        },
+        ELEMENTWISE,
+        ` ${op}`,
+      );
+    }
+  },
+);
+
 wasmTest("fill(), copy() and axpy() on wasm match the CPU, in place and across chunks", async (b) => {
   for (const n of [5, 1000, 200_001]) {
     await agreeSpecial(b, "fill", { out: { length: n + 3 } }, { n, value: -2.5 }, 0);

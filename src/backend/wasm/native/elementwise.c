@@ -131,32 +131,37 @@ INLINE v4 unary4(int op, v4 v, v4 alpha, v4 beta) {
   }
 }
 
-// f'(x), PyTorch's choices at the kinks (kernels.ts unary_grad).
-INLINE v4 derivative4(int op, v4 v, v4 alpha, v4 beta) {
+// dy * f'(x), PyTorch's choices at the kinks (kernels.ts unary_grad). The reference multiplies in double and
+// rounds once, so where f'(x) alone would overflow or lose range in f32 the product is formed otherwise:
+// exp as (dy * e^(x/2)) * e^(x/2), log as dy / x, sqrt as (dy / 2) / sqrt(x), rsqrt as ((-dy / 2) / x) /
+// sqrt(x); and sigmoid' without the
+// cancellation of 1 - s.
+INLINE v4 grad4(int op, v4 v, v4 dy, v4 alpha, v4 beta) {
   const v4 one = SPLAT(1.0f);
   switch (op) {
-    case U_IDENTITY: return one;
-    case U_NEG: return SPLAT(-1.0f);
-    case U_RELU: return wasm_v128_and(wasm_f32x4_gt(v, ZERO), one);
-    case U_RELU6: return inside4(v, ZERO, SPLAT(6.0f), one);
-    case U_CLIP: return inside4(v, alpha, beta, one);
-    case U_HARDSIGMOID: return inside4(v, SPLAT(-3.0f), SPLAT(3.0f), SPLAT(1.0f / 6.0f));
+    case U_IDENTITY: return wasm_f32x4_mul(dy, one);
+    case U_NEG: return wasm_f32x4_neg(dy);
+    case U_RELU: return wasm_f32x4_mul(dy, wasm_v128_and(wasm_f32x4_gt(v, ZERO), one));
+    case U_RELU6: return wasm_f32x4_mul(dy, inside4(v, ZERO, SPLAT(6.0f), one));
+    case U_CLIP: return wasm_f32x4_mul(dy, inside4(v, alpha, beta, one));
+    case U_HARDSIGMOID: return wasm_f32x4_mul(dy, inside4(v, SPLAT(-3.0f), SPLAT(3.0f), SPLAT(1.0f / 6.0f)));
     case U_HARDSWISH: {
       v4 mid = wasm_f32x4_div(FMA(v, SPLAT(2.0f), SPLAT(3.0f)), SPLAT(6.0f));
       v4 r = wasm_v128_bitselect(one, mid, wasm_f32x4_gt(v, SPLAT(3.0f)));
-      return wasm_v128_bitselect(ZERO, r, wasm_f32x4_lt(v, SPLAT(-3.0f)));
+      return wasm_f32x4_mul(dy, wasm_v128_bitselect(ZERO, r, wasm_f32x4_lt(v, SPLAT(-3.0f))));
     }
-    case U_SIGMOID: {
-      v4 s = sigmoid4(v);
-      return wasm_f32x4_mul(s, wasm_f32x4_sub(one, s));
+    case U_SIGMOID: // s(x) * s(-x): 1 - s(x) would cancel in f32 for large x
+      return wasm_f32x4_mul(dy, wasm_f32x4_mul(sigmoid4(v), sigmoid4(wasm_f32x4_neg(v))));
+    case U_EXP: {
+      v4 h = exp4(wasm_f32x4_mul(v, SPLAT(0.5f)));
+      return wasm_f32x4_mul(wasm_f32x4_mul(dy, h), h);
     }
-    case U_EXP: return exp4(v);
-    case U_LOG: return wasm_f32x4_div(one, v);
-    case U_SQRT: return wasm_f32x4_div(SPLAT(0.5f), wasm_f32x4_sqrt(v));
-    case U_RSQRT: return wasm_f32x4_div(SPLAT(-0.5f), wasm_f32x4_mul(v, wasm_f32x4_sqrt(v)));
-    case U_SQUARE: return wasm_f32x4_add(v, v);
-    case U_ABS: return sign4(v);
-    default: return ZERO; // sign
+    case U_LOG: return wasm_f32x4_div(dy, v);
+    case U_SQRT: return wasm_f32x4_div(wasm_f32x4_mul(dy, SPLAT(0.5f)), wasm_f32x4_sqrt(v));
+    case U_RSQRT: return wasm_f32x4_div(wasm_f32x4_div(wasm_f32x4_mul(dy, SPLAT(-0.5f)), v), wasm_f32x4_sqrt(v));
+    case U_SQUARE: return wasm_f32x4_mul(dy, wasm_f32x4_add(v, v));
+    case U_ABS: return wasm_f32x4_mul(dy, sign4(v));
+    default: return wasm_f32x4_mul(dy, ZERO); // sign
   }
 }
 
@@ -207,12 +212,12 @@ static void unary_grad_task(int t, int tid) {
   float* o = ew.out;
   v4 alpha = SPLAT(ew.alpha), beta = SPLAT(ew.beta);
   int i = lo;
-  for (; i + 4 <= hi; i += 4) ST(o + i, wasm_f32x4_mul(LD(g + i), derivative4(ew.op, LD(xs + i), alpha, beta)));
+  for (; i + 4 <= hi; i += 4) ST(o + i, grad4(ew.op, LD(xs + i), LD(g + i), alpha, beta));
   if (i < hi) {
     float a[4] __attribute__((aligned(16))) = {0, 0, 0, 0};
     float b[4] __attribute__((aligned(16))) = {0, 0, 0, 0};
     for (int k = 0; i + k < hi; k++) a[k] = xs[i + k], b[k] = g[i + k];
-    ST(a, wasm_f32x4_mul(LD(b), derivative4(ew.op, LD(a), alpha, beta)));
+    ST(a, grad4(ew.op, LD(a), LD(b), alpha, beta));
     for (int k = 0; i + k < hi; k++) o[i + k] = a[k];
   }
 }
