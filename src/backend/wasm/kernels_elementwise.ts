@@ -1,8 +1,11 @@
 /**
  * Wrappers of the elementwise, reduction, softmax and optimizer kernels (native/elementwise.c, reduce.c,
- * optim.c): check every extent the attributes imply against the storages, then call the C entry.
+ * optim.c): check every extent the attributes imply against the storages, then call the C entry. A unary or
+ * binary op the C code does not know yet (added to kernels.ts since it was written) runs the CPU reference
+ * over the shared memory, so the backend stays complete.
  */
 import type { BinaryOp, UnaryOp } from "../kernels.ts";
+import * as cpu from "../cpu/elementwise.ts";
 import { ints, need, type WasmKernel } from "./context.ts";
 
 /** Op codes in the order of the C enums (native/elementwise.c). */
@@ -26,10 +29,9 @@ const UNARY_OPS: UnaryOp[] = [
 const BINARY_OPS: BinaryOp[] = ["add", "sub", "mul", "div", "max", "min"];
 const REDUCE_OPS = ["sum", "mean", "max"];
 
-function code<T>(kernel: string, table: T[], op: T): number {
-  const i = table.indexOf(op);
-  if (i < 0) throw new Error(`${kernel}: unknown op "${op}"`);
-  return i;
+/** The C op code, or -1 for an op the C kernels do not have: those run the CPU reference (checked the same). */
+function code<T>(table: T[], op: T): number {
+  return table.indexOf(op);
 }
 
 export const fill: WasmKernel<"fill"> = ({ out, attrs }, ctx) => {
@@ -49,14 +51,16 @@ export const unary: WasmKernel<"unary"> = ({ x, out, attrs }, ctx) => {
   ints("unary", { n: attrs.n });
   need("unary", "x", x, attrs.n);
   need("unary", "out", out, attrs.n);
-  const op = code("unary", UNARY_OPS, attrs.op);
+  const op = code(UNARY_OPS, attrs.op);
+  if (op < 0) return cpu.unary({ x, out, attrs }, ctx.cpu);
   ctx.exports.unary(ctx.addr(x), ctx.addr(out), attrs.n, op, attrs.alpha ?? 0, attrs.beta ?? 0);
 };
 
 export const unary_grad: WasmKernel<"unary_grad"> = ({ x, dy, out, attrs }, ctx) => {
   ints("unary_grad", { n: attrs.n });
   for (const [name, s] of [["x", x], ["dy", dy], ["out", out]] as const) need("unary_grad", name, s, attrs.n);
-  const op = code("unary_grad", UNARY_OPS, attrs.op);
+  const op = code(UNARY_OPS, attrs.op);
+  if (op < 0) return cpu.unary_grad({ x, dy, out, attrs }, ctx.cpu);
   ctx.exports.unary_grad(
     ctx.addr(x),
     ctx.addr(dy),
@@ -106,8 +110,9 @@ export const binary: WasmKernel<"binary"> = ({ a, b, out, attrs }, ctx) => {
   if (total === 0) return;
   need("binary", "a", a, lastA + 1);
   need("binary", "b", b, lastB + 1);
+  const op = code(BINARY_OPS, attrs.op);
+  if (op < 0) return cpu.binary({ a, b, out, attrs }, ctx.cpu);
   const [ps, pa, pb] = ctx.ints(shape, aStrides, bStrides);
-  const op = code("binary", BINARY_OPS, attrs.op);
   ctx.exports.binary(ctx.addr(a), ctx.addr(b), ctx.addr(out), op, rank, ps, pa, pb);
 };
 
@@ -123,7 +128,8 @@ export const reduce: WasmKernel<"reduce"> = ({ x, out, attrs }, ctx) => {
   ints("reduce", { outer, size, inner });
   need("reduce", "x", x, outer * size * inner);
   need("reduce", "out", out, outer * inner);
-  const op = code("reduce", REDUCE_OPS, attrs.op);
+  const op = code(REDUCE_OPS, attrs.op);
+  if (op < 0) throw new Error(`reduce: unknown op "${attrs.op}"`);
   ctx.exports.reduce(ctx.addr(x), ctx.addr(out), op, outer, size, inner);
 };
 
