@@ -144,3 +144,32 @@ wasmTest("a disposed wasm backend refuses further work with BackendError", async
   const s = { id: 1, length: 1, dtype: "f32" as const, bytes: 4, category: "activations" as const, refs: 1 };
   throws(() => b.run("fill", { out: s, attrs: { n: 1, value: 0 } }), BackendError);
 });
+
+wasmTest(
+  "wasm workers see memory the host grows between two kernels (each kernel reaches new pages)",
+  async () => {
+    await withWasm({ threads: 3 }, async (b) => {
+      // Hot workers first (their code optimised, as in a long run), then storages that grow the memory, each
+      // written by every thread at once.
+      const warm = b.alloc(200_000, { category: "activations" });
+      for (let i = 0; i < 400; i++) {
+        b.run("unary", { x: warm, out: warm, attrs: { n: warm.length, op: "relu" } });
+      }
+      const live = [];
+      const before = b.memoryStats().memoryBytes;
+      for (let i = 0; i < 40; i++) {
+        const s = b.alloc(1_000_000 + i * 1000, { category: "activations" });
+        b.run("fill", { out: s, attrs: { n: s.length, value: i } });
+        b.run("unary", { x: s, out: s, attrs: { n: s.length, op: "relu" } });
+        live.push(s);
+      }
+      ok(b.memoryStats().memoryBytes > before + 40 * 4_000_000, "the memory grew");
+      for (const [i, s] of live.entries()) {
+        const v = await b.read(s);
+        ok(v[0] === i && v[v.length - 1] === i, `storage ${i} holds ${v[0]} .. ${v[v.length - 1]}`);
+        b.release(s);
+      }
+      b.release(warm);
+    });
+  },
+);

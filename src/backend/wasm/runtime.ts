@@ -4,8 +4,8 @@
  *
  * Workers are made from embedded source (a Blob URL), not from a file, so `deno bundle` and `deno compile`
  * outputs stay self-contained. Each worker instantiates the same compiled module over the same memory, moves
- * its stack pointer to a stack of its own, and enters worker_loop() (native/threads.c), where it waits on a
- * futex for work; it never returns to its event loop until dispose() asks the pool to quit.
+ * its stack pointer to a stack of its own, and loops over worker_wait() / worker_run() (native/threads.c),
+ * waiting on a futex for work; it never returns to its event loop until dispose() asks the pool to quit.
  */
 import { BackendError } from "../backend.ts";
 import { WASM_RELAXED, WASM_SIMD } from "./_wasm_gen.ts";
@@ -95,9 +95,11 @@ self.onmessage = async (e) => {
     self.postMessage({ tid, error: String(err && err.stack || err) });
     return;
   }
+  exports.worker_init(tid);
   self.postMessage({ tid, ready: true });
   try {
-    exports.worker_loop(tid);
+    // One wasm call per job, never one endless call: see worker_wait() in native/threads.c.
+    while (exports.worker_wait(tid)) exports.worker_run(tid);
   } catch (err) {
     exports.pool_fail();
     self.postMessage({ tid, error: String(err && err.stack || err) });
