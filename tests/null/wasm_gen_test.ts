@@ -27,7 +27,17 @@ Deno.test("gen_wasm: both embedded modules are valid WebAssembly with the kernel
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     ok(WebAssembly.validate(bytes), "module does not validate");
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(bytes)).map((e) => e.name);
-    for (const name of ["matmul", "conv2d", "bn_apply", "worker_wait", "worker_run", "set_stack_pointer", "heap_base"]) {
+    for (
+      const name of [
+        "matmul",
+        "conv2d",
+        "bn_apply",
+        "worker_wait",
+        "worker_run",
+        "set_stack_pointer",
+        "heap_base",
+      ]
+    ) {
       ok(exports.includes(name), `missing export ${name}`);
     }
   }
