@@ -194,15 +194,19 @@ static void gemm_sum_task(int t, int tid) {
 
 static void make_plan(const Gemm* g, int threads) {
   plan.g = g;
-  plan.mc = imin(MC, cdiv(g->m, MR) * MR);
-  plan.nc = imin(NC, cdiv(g->n, NR) * NR);
   double flops = 2.0 * g->m * g->n * g->k * g->nb;
   // Enough tiles to keep every thread busy on a loaded machine, but never below 1 MFLOP a task.
   int want = threads > 1 ? split_count(flops, 1e6, 4 * threads) : 1;
-  while (g->nb * cdiv(g->m, plan.mc) * cdiv(g->n, plan.nc) < want && plan.nc > 4 * NR) plan.nc /= 2;
-  while (g->nb * cdiv(g->m, plan.mc) * cdiv(g->n, plan.nc) < want && plan.mc > 2 * MR) {
-    plan.mc = cdiv(plan.mc / 2, MR) * MR;
+  // Tiles of equal size (a 392-column problem is two of 200, not 384 + 8: each tile packs its whole A
+  // block, which a sliver of columns would not pay back), more of them along N first, then M.
+  int mt = cdiv(g->m, MC), nt = cdiv(g->n, NC);
+  while (g->nb * mt * nt < want) {
+    if (cdiv(g->n, nt + 1) >= 4 * NR) nt++;
+    else if (cdiv(g->m, mt + 1) >= 2 * MR) mt++;
+    else break;
   }
+  plan.mc = cdiv(cdiv(g->m, mt), MR) * MR;
+  plan.nc = cdiv(cdiv(g->n, nt), NR) * NR;
   plan.mt = cdiv(g->m, plan.mc);
   plan.nt = cdiv(g->n, plan.nc);
   plan.parts = 1;
