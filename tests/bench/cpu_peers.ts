@@ -7,6 +7,12 @@ import * as ort from "onnxruntime-web";
 import { decodeModel } from "../../src/onnx/model.ts";
 import { encodeModel } from "../../src/onnx/export.ts";
 
+/** Wall and process CPU milliseconds of a series of runs (CPU time sums every thread's). */
+export interface Times {
+  ms: number[];
+  cpu: number[];
+}
+
 export class TorchPeer {
   #proc: Deno.ChildProcess;
   #lines: AsyncIterator<string>;
@@ -55,9 +61,10 @@ export class TorchPeer {
     return rep;
   }
 
-  /** Milliseconds of each of `reps` runs of `op`. */
-  async times(op: string, reps: number, extra: Record<string, unknown> = {}): Promise<number[]> {
-    return (await this.request({ op, reps, ...extra })).ms as number[];
+  /** Wall and process CPU milliseconds of each of `reps` runs of `op`. */
+  async times(op: string, reps: number, extra: Record<string, unknown> = {}): Promise<Times> {
+    const r = await this.request({ op, reps, ...extra });
+    return { ms: r.ms as number[], cpu: r.cpu_ms as number[] };
   }
 
   close(): void {

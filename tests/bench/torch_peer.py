@@ -5,11 +5,11 @@ the bench can interleave PyTorch runs with edgetrain's in one session (same mach
 Requests (one JSON object a line) and replies:
   {"op": "info"}                                   -> torch version, BLAS library, default thread count
   {"op": "threads", "n": N}                        -> sets torch's and OpenBLAS's thread counts
-  {"op": "gemm", "n": 1024, "reps": R}             -> {"ms": [...]} per C = A @ B
+  {"op": "gemm", "n": 1024, "reps": R}             -> {"ms": [...], "cpu_ms": [...]} per C = A @ B
   {"op": "tent_setup", "path": F}                  -> IRB net from F's weights and input; {"first_loss": x}
-  {"op": "tent", "reps": R}                        -> {"ms": [...]} per TENT step (forward, entropy, backward, Adam)
+  {"op": "tent", "reps": R}                        -> wall and CPU ms per TENT step (forward, entropy, backward, Adam)
   {"op": "mnv2_setup", "batch": 8, "size": 224}    -> torchvision mobilenet_v2 (10 classes), BN folded
-  {"op": "mnv2", "reps": R}                        -> {"ms": [...]} per forward
+  {"op": "mnv2", "reps": R}                        -> wall and CPU ms per forward
 Debian's python3-torch (1.13) uses whatever libblas.so.3 the system selects; with OpenBLAS it ignores
 torch.set_num_threads, so "threads" also calls openblas_set_num_threads where that symbol exists.
 """
@@ -46,12 +46,14 @@ def set_threads(n):
 
 
 def timed(fn, reps):
-    out = []
+    """Wall and process CPU milliseconds of each of `reps` runs (CPU time sums every thread's)."""
+    ms, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+        ms.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return {"ms": ms, "cpu_ms": cpu}
 
 
 state = {}
@@ -65,7 +67,7 @@ def gemm(req):
         state["b"] = torch.rand(n, n, generator=g)
         state["gemm_n"] = n
     a, b = state["a"], state["b"]
-    return {"ms": timed(lambda: torch.mm(a, b), req["reps"])}
+    return timed(lambda: torch.mm(a, b), req["reps"])
 
 
 def tent_setup(req):
@@ -147,11 +149,11 @@ def main():
             elif op == "tent_setup":
                 rep = tent_setup(req)
             elif op == "tent":
-                rep = {"ms": timed(state["tent"], req["reps"])}
+                rep = timed(state["tent"], req["reps"])
             elif op == "mnv2_setup":
                 rep = mnv2_setup(req)
             elif op == "mnv2":
-                rep = {"ms": timed(state["mnv2"], req["reps"])}
+                rep = timed(state["mnv2"], req["reps"])
             else:
                 rep = {"error": f"unknown op {op}"}
         except Exception as e:  # the bench prints it and goes on without this peer

@@ -18,7 +18,8 @@ import { Tensor } from "../../src/tensor.ts";
 import { Rng } from "../../src/random.ts";
 import { decodeModel } from "../../src/onnx/model.ts";
 import { importOnnx } from "../../src/onnx/import.ts";
-import { mobilenetAt, type OrtPeer, startOrt, TorchPeer } from "./cpu_peers.ts";
+import { mobilenetAt, type OrtPeer, startOrt, type Times, TorchPeer } from "./cpu_peers.ts";
+import { processCpuSeconds } from "./kernels_bench.ts";
 
 export interface WasmBenchOptions {
   rounds: number;
@@ -29,19 +30,29 @@ export interface WasmBenchOptions {
   print(line: string): void;
 }
 
-type Runner = (reps: number) => Promise<number[]>;
+type Runner = (reps: number) => Promise<Times>;
 
 interface Stats {
   median_ms: number;
   min_ms: number;
+  /** Median process CPU time of a run: robust to other load for one thread (it sums threads otherwise). */
+  median_cpu_ms: number;
   runs: number;
 }
 
-function stats(ms: number[]): Stats {
-  const s = [...ms].sort((a, b) => a - b);
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
   const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-  return { median_ms: round(median), min_ms: round(s[0]), runs: s.length };
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function stats(t: Times): Stats {
+  return {
+    median_ms: round(median(t.ms)),
+    min_ms: round(Math.min(...t.ms)),
+    median_cpu_ms: round(median(t.cpu)),
+    runs: t.ms.length,
+  };
 }
 
 const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
@@ -54,27 +65,30 @@ function load(): number {
   }
 }
 
-/** Round-robin rounds; returns every run's milliseconds per contender. */
+/** Round-robin rounds; returns every run's times per contender. */
 async function interleave(contenders: Record<string, Runner>, rounds: number, reps: number) {
   const names = Object.keys(contenders);
-  const ms: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const out: Record<string, Times> = Object.fromEntries(names.map((n) => [n, { ms: [], cpu: [] }]));
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < names.length; i++) {
       const name = names[(i + r) % names.length];
-      ms[name].push(...await contenders[name](reps));
+      const t = await contenders[name](reps);
+      out[name].ms.push(...t.ms);
+      out[name].cpu.push(...t.cpu);
     }
   }
-  return ms;
+  return out;
 }
 
-/** A runner timing each call of `body` (which must finish its work before resolving). */
+/** A runner timing each call of `body` (which must finish its work before resolving), wall and CPU. */
 function timedRunner(body: () => Promise<unknown>): Runner {
   return async (reps) => {
-    const out: number[] = [];
+    const out: Times = { ms: [], cpu: [] };
     for (let i = 0; i < reps; i++) {
-      const t0 = performance.now();
+      const c0 = processCpuSeconds(), t0 = performance.now();
       await body();
-      out.push(performance.now() - t0);
+      out.ms.push(performance.now() - t0);
+      out.cpu.push((processCpuSeconds() - c0) * 1000);
     }
     return out;
   };
@@ -148,7 +162,7 @@ const PAIRS: [string, string][] = [
 
 function report(
   name: string,
-  ms: Record<string, number[]>,
+  ms: Record<string, Times>,
   extra: Record<string, unknown>,
   o: WasmBenchOptions,
   loadBefore: number,
@@ -158,10 +172,16 @@ function report(
   const parts: string[] = [];
   for (const [ours, peer] of PAIRS) {
     if (!ms[ours] || !ms[peer]) continue;
-    // Speed as a fraction of the peer's: > 1 is faster than the peer.
-    const ratio = round((row[peer] as Stats).median_ms / (row[ours] as Stats).median_ms, 3);
+    // Speed as a fraction of the peer's: > 1 is faster than the peer. By CPU time too, for one thread.
+    const a = row[ours] as Stats, b = row[peer] as Stats;
+    const ratio = round(b.median_ms / a.median_ms, 3);
     row[`speed_${ours}_vs_${peer}`] = ratio;
-    parts.push(`${ours}/${peer} ${ratio}x`);
+    let cpu = "";
+    if (ours.endsWith("_1t") && (peer.endsWith("_1t") || peer === "onnxruntime")) {
+      row[`cpu_speed_${ours}_vs_${peer}`] = round(b.median_cpu_ms / a.median_cpu_ms, 3);
+      cpu = ` (cpu ${row[`cpu_speed_${ours}_vs_${peer}`]}x)`;
+    }
+    parts.push(`${ours}/${peer} ${ratio}x${cpu}`);
   }
   const medians = Object.keys(ms).map((w) => `${w} ${(row[w] as Stats).median_ms} ms`).join(", ");
   o.print(`${name}: ${medians}; speed ${parts.join(", ")} [load ${loadBefore} -> ${row.load_after}]`);

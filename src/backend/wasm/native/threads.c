@@ -33,9 +33,10 @@ static int n_threads = 1;
 static char* scratch_base;
 static int scratch_size;
 
-// Spins before a waiting thread sleeps on its futex: about 20-50 us, longer than the host's work between two
-// kernels of a step and shorter than a scheduler slice on a loaded machine.
-#define SPINS 20000
+// Spins before a waiting thread sleeps on its futex: a few microseconds, about the host's work between two
+// kernels of a step. Longer spins cost more than they save where other processes want the cores: a spinning
+// thread takes the time slice a descheduled worker needs to finish the task everyone waits for.
+#define SPINS 4000
 
 extern unsigned char __heap_base;
 
