@@ -17,7 +17,7 @@ import { createTfjsPeer, type TfjsPeer } from "./tfjs_peer.ts";
 import { edgetrainTentStep, TENT_BATCH, tfjsTentStep } from "./tent_step_bench.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { buildIrbNet } from "../../src/nn/mobilenet.ts";
-import { wasmSection } from "./wasm_bench.ts";
+import { wasmSection, wasmTable } from "./wasm_bench.ts";
 
 export interface BenchOptions {
   quick: boolean;
@@ -184,7 +184,24 @@ export async function main(args: string[]): Promise<number> {
   const o = parseArgs(args);
   const previous = await readReport(o.out);
   const sections: Record<string, unknown> = (previous.sections as Record<string, unknown>) ?? {};
-  const meta: Record<string, unknown> = (previous.section_runs as Record<string, unknown>) ?? {};
+  // When each section was measured, and how: a report written before section_runs existed describes all of
+  // its sections with its top-level fields.
+  const meta: Record<string, unknown> = (previous.section_runs as Record<string, unknown>) ??
+    Object.fromEntries(
+      Object.keys(sections).map((name) => [name, {
+        date: previous.date,
+        adapter: previous.adapter,
+        tfjs: previous.tfjs,
+        options: previous.options,
+      }]),
+    );
+  const runOptions = {
+    quick: o.quick,
+    filter: o.filter ?? null,
+    minMs: o.minMs,
+    rounds: o.rounds,
+    threads: o.threads,
+  };
   const gpuSections = o.sections.filter((s) => s in SECTIONS);
   let backend: Backend | null = null;
   let adapter = "none";
@@ -217,6 +234,7 @@ export async function main(args: string[]): Promise<number> {
         date,
         adapter,
         tfjs: peer ? { adapter: peer.description } : { error: peerError ?? "disabled (--no-tfjs)" },
+        options: runOptions,
       };
     }
   }
@@ -230,7 +248,8 @@ export async function main(args: string[]): Promise<number> {
       ort: o.ort,
       print: (l) => console.log(l),
     });
-    meta.wasm = { date, cpu: cpuName(), cores: navigator.hardwareConcurrency };
+    meta.wasm = { date, cpu: cpuName(), cores: navigator.hardwareConcurrency, options: runOptions };
+    console.log(`\n${wasmTable(sections.wasm as unknown[]).join("\n")}`);
   }
   const report = {
     ...previous,

@@ -331,3 +331,37 @@ async function gemmCases(torch: TorchPeer | null, rounds: number, o: WasmBenchOp
   }
   return rows;
 }
+
+/** The README's table from the section's rows: median ms per run, and edgetrain's speed relative to each peer. */
+export function wasmTable(rows: unknown[]): string[] {
+  const lines = [
+    "| case | threads | edgetrain wasm | PyTorch CPU | edgetrain speed vs PyTorch | onnxruntime-web wasm (1 thread) | vs onnxruntime |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  const ms = (s: unknown) => (s ? `${(s as Stats).median_ms} ms` : "-");
+  const x = (v: unknown) => (typeof v === "number" ? `${v}×` : "-");
+  for (const r of rows as Record<string, unknown>[]) {
+    if (r.name === "peers") continue;
+    if (String(r.name).startsWith("gemm")) {
+      const gf = (v: unknown) => (typeof v === "number" ? `${v} GFLOP/s` : "-");
+      lines.push(
+        `| ${r.name} | ${r.threads} | ${gf(r.edgetrain_gflops)} | ${gf(r.torch_gflops)} | ${
+          x(r.speed_edgetrain_vs_torch)
+        } | - | - |`,
+      );
+      continue;
+    }
+    for (const [suffix, threads] of [["", r.threads], ["_1t", 1]] as const) {
+      if (!r[`edgetrain${suffix}`]) continue;
+      const cpu = r[`cpu_speed_edgetrain${suffix}_vs_torch${suffix}`];
+      lines.push(
+        `| ${r.name} | ${threads} | ${ms(r[`edgetrain${suffix}`])} | ${ms(r[`torch${suffix}`])} | ${
+          x(r[`speed_edgetrain${suffix}_vs_torch${suffix}`])
+        }${cpu ? ` (CPU time ${x(cpu)})` : ""} | ${ms(r.onnxruntime)} | ${
+          x(r[`speed_edgetrain${suffix}_vs_onnxruntime`])
+        } |`,
+      );
+    }
+  }
+  return lines;
+}
