@@ -8,6 +8,7 @@
  * (about a second); without a writable cache every run probes. EDGETRAIN_DEBUG=backend prints the verdict.
  */
 import type { Backend } from "../backend/backend.ts";
+import { CpuBackend } from "../backend/cpu.ts";
 import { createWasmBackend } from "../backend/wasm/mod.ts";
 import { type KernelRates, kernelRates } from "./probe.ts";
 
@@ -126,7 +127,16 @@ export async function autoBackend(options: AutoOptions): Promise<Backend> {
       // The adapter exists but no device could be had: wasm still runs.
     }
   }
-  const wasm = await createWasmBackend({ threads: options.threads });
+  let wasm: Backend;
+  try {
+    wasm = await createWasmBackend({ threads: options.threads });
+  } catch (e) {
+    // A runtime without WebAssembly SIMD or shared memory: the reference backend still runs everything.
+    console.error(
+      `edgetrain: the wasm backend could not start (${(e as Error).message}); using the CPU backend`,
+    );
+    return new CpuBackend();
+  }
   if (!adapter) return wasm;
   const threads = (wasm as { threads?: number }).threads ?? 1;
   const key =
