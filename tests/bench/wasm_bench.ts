@@ -223,10 +223,10 @@ async function tentCase(
     }
     const tent = await Tent.create(net);
     const x = Tensor.from(b, input, [batch, 1, 32, 32]);
-    const first = (await tent.step(x)).entropy;
+    const first = (await tent.learn(x)).entropy;
     if (i === 0) extra.edgetrain_first_loss = first;
-    await tent.step(x);
-    contenders[`edgetrain${v.suffix}`] = timedRunner(() => tent.step(x));
+    await tent.learn(x);
+    contenders[`edgetrain${v.suffix}`] = timedRunner(() => tent.learn(x));
     if (torch) {
       contenders[`torch${v.suffix}`] = async (reps) => {
         await torch.request({ op: "threads", n: v.threads });
