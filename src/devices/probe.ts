@@ -240,13 +240,13 @@ export function probedProfile(
     },
     bandwidth_gbps: measured.copy_gbps,
     fp32_gflops: Math.max(measured.matmul_gflops, measured.conv_gflops),
-    webgpu: adapter
+    // available: edgetrain runs on WebGPU here. An adapter the profile was not measured on (a CPU adapter
+    // that the wasm backend outruns, or --backend wasm/cpu) is recorded in `adapter` and named in the note.
+    webgpu: adapter && backend === "webgpu" ? { available: true, api: apiOfOs() } : adapter
       ? {
-        available: true,
+        available: false,
         api: apiOfOs(),
-        ...(backend === "webgpu"
-          ? {}
-          : { note: `adapter present, measured with the ${backend} backend instead` }),
+        note: `WebGPU adapter "${what || "unnamed"}" present; edgetrain runs on its ${backend} backend here`,
       }
       : {
         available: false,
