@@ -25,7 +25,8 @@ const { values: a } = parseArgs({
 });
 const rounds = Number(a.rounds);
 const once = await corruptedDomains(CORRUPTIONS, Number(a.n), { kind: "iid" });
-const domains = Array.from({ length: rounds }, (_, r) => once.map((d) => ({ ...d, name: `${r}/${d.name}` }))).flat();
+const domains = Array.from({ length: rounds }, (_, r) => once.map((d) => ({ ...d, name: `${r}/${d.name}` })))
+  .flat();
 const out: Record<string, number[]> = {};
 for (const protocol of ["continual", "reset-each-domain"] as const) {
   const r = await runStream(a.method!, Number(a.chunk), "iid", {
@@ -39,6 +40,8 @@ for (const protocol of ["continual", "reset-each-domain"] as const) {
     return names.reduce((s, name) => s + r.errors[name], 0) / names.length;
   });
   out[protocol] = perRound;
-  console.log(`${a.method} ${protocol}: ${perRound.map((e) => e.toFixed(2)).join(" -> ")} (resets ${r.resets})`);
+  console.log(
+    `${a.method} ${protocol}: ${perRound.map((e) => e.toFixed(2)).join(" -> ")} (resets ${r.resets})`,
+  );
 }
 if (a.json) await Deno.writeTextFile(a.json, JSON.stringify({ method: a.method, rounds: out }, null, 1));
