@@ -42,7 +42,7 @@ ${methodHelp("adapt", "                              ")}
   --results-keep K          spool: rotated results files kept (default 4)
   --lr X                    learning rate (default: the method's)
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
-  --backend webgpu|cpu|auto --mean --std --pad --size --channels   as for adapt
+  --backend webgpu|wasm|cpu|auto --threads N --mean --std --pad --size --channels   as for adapt
 
 API: POST /v1/predict (image/png, image/jpeg, or application/octet-stream float32 LE with X-Shape: C,H,W),
 GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state. Needs --unstable-net for sd_notify.`;
@@ -117,7 +117,7 @@ export default async function serve(args: string[]): Promise<number> {
       );
     }
   }
-  const backend = new GuardedBackend(await openBackend(flags.backend));
+  const backend = new GuardedBackend(await openBackend(flags));
   const model = await openModel(backend, flags.model);
   const modelBytes = await Deno.readFile(model.path);
   const pre = await preprocessFor(model.path, flags);
