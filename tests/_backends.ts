@@ -1,12 +1,16 @@
 /**
  * One test body, run on every backend (STYLE.md rule 5): `backendTest("relu() ...", async (b) => {...})`
- * registers "[cpu] relu() ..." and "[webgpu] relu() ...". WebGPU tests are skipped with a visible name when
- * no adapter exists (set EDGETRAIN_REQUIRE_WEBGPU=1, as CI does, to make that a failure instead).
+ * registers "[cpu] relu() ...", "[webgpu] relu() ..." and "[wasm] relu() ...". WebGPU tests are skipped with a
+ * visible name when no adapter exists (set EDGETRAIN_REQUIRE_WEBGPU=1, as CI does, to make that a failure
+ * instead). The wasm backend runs everywhere Deno does; its tests share one backend per process (one memory
+ * and worker pool), as WebGPU's share one device.
  */
 import type { Backend } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
+// Static, so the wasm runtime takes the Web Worker constructor before onnxruntime-web can replace it.
+import { createWasmBackend } from "../src/backend/wasm/mod.ts";
 
-export type BackendName = "cpu" | "webgpu";
+export type BackendName = "cpu" | "webgpu" | "wasm";
 
 let webgpu: Promise<Backend | null> | undefined;
 
@@ -24,8 +28,13 @@ export function webgpuBackend(): Promise<Backend | null> {
   return webgpu;
 }
 
+export async function wasmBackend(): Promise<Backend> {
+  return await createWasmBackend();
+}
+
 export async function getBackend(name: BackendName): Promise<Backend | null> {
-  return name === "cpu" ? new CpuBackend() : await webgpuBackend();
+  if (name === "cpu") return new CpuBackend();
+  return name === "wasm" ? await wasmBackend() : await webgpuBackend();
 }
 
 export function backendTest(
@@ -33,10 +42,10 @@ export function backendTest(
   body: (b: Backend) => Promise<void> | void,
   options: { backends?: BackendName[] } = {},
 ): void {
-  for (const which of options.backends ?? ["cpu", "webgpu"]) {
+  for (const which of options.backends ?? ["cpu", "webgpu", "wasm"]) {
     Deno.test({
       name: `[${which}] ${name}`,
-      // WebGPU keeps device-level resources across tests by design (one device per process).
+      // WebGPU and wasm keep process-wide resources across tests by design (one device, one worker pool).
       sanitizeResources: which === "cpu",
       sanitizeOps: which === "cpu",
       fn: async (t) => {

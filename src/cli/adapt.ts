@@ -52,7 +52,7 @@ ${BANK_HELP}
   --lr X                    learning rate (default: the method's reference default)
   --reset-each-domain       reset at the start of every --images stream
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
-  --backend webgpu|cpu|auto --mean --std --pad --size --channels
+  --backend webgpu|wasm|cpu|auto --threads N --mean --std --pad --size --channels
   --export A.onnx           write the adapted model as ONNX
   --save-state FILE         write the adapted state (model, optimizer, method counters; the checkpoint
                             format of \`serve\`, checksummed, written atomically)

@@ -13,7 +13,8 @@ import { Tent } from "../methods/tent.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 
-export const HELP = `edgetrain bench [--backend webgpu|cpu|auto] [--batch 100] [--steps 3] [--json]
+export const HELP =
+  `edgetrain bench [--backend webgpu|wasm|cpu|auto] [--threads N] [--batch 100] [--steps 3] [--json]
 
 Kernel throughput and the time of a TENT step on the default MobileNetV2-style net (1x32x32 input).`;
 
@@ -31,7 +32,7 @@ export default async function bench(args: string[]): Promise<number> {
   }
   const batch = parseNumber("batch", flags.batch, { integer: true, min: 1 })!;
   const steps = parseNumber("steps", flags.steps, { integer: true, min: 1 })!;
-  const b = await openBackend(flags.backend, !flags.json);
+  const b = await openBackend(flags, !flags.json);
   const throughput = await benchmark(b, { minSeconds: 0.3 });
   const net = buildIrbNet(b, { inChannels: 1, numClasses: 10 });
   const tent = await Tent.create(net);

@@ -4,6 +4,8 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
+import { createWasmBackend } from "../backend/wasm/mod.ts";
+import { autoBackend } from "../devices/backend_choice.ts";
 import { type ImageSet, loadImages } from "../data/images.ts";
 import { checkLabelRange, classNamesFor } from "../data/labels.ts";
 import {
@@ -19,9 +21,18 @@ import type { OnnxModel } from "../onnx/model.ts";
 import { importOnnx, type OnnxModule } from "../onnx/import.ts";
 import { UsageError } from "./errors.ts";
 
-export type BackendChoice = "webgpu" | "cpu" | "auto";
+export type BackendChoice = "webgpu" | "wasm" | "cpu" | "auto";
 
-export const BACKEND_FLAG = { backend: { type: "string" as const, default: "auto" } };
+export const BACKEND_FLAG = {
+  backend: { type: "string" as const, default: "auto" },
+  threads: { type: "string" as const },
+};
+
+/** What openBackend reads from a command's flags: --backend and --threads (the wasm backend's pool size). */
+export interface BackendFlags {
+  backend?: string;
+  threads?: string;
+}
 
 export const PREPROCESS_FLAGS = {
   mean: { type: "string" as const },
@@ -35,25 +46,44 @@ export const PREPROCESS_FLAGS = {
   classes: { type: "string" as const },
 };
 
-/** WebGPU when an adapter exists (auto), else the CPU backend; `webgpu` insists and fails clearly. */
-export async function openBackend(choice: string | undefined, log = true): Promise<Backend> {
-  const which = choice ?? "auto";
-  if (which !== "webgpu" && which !== "cpu" && which !== "auto") {
-    throw new UsageError(`--backend "${which}" is not one of webgpu, cpu, auto`);
+/**
+ * `webgpu` and `cpu` as named (webgpu fails clearly without an adapter); `wasm` the SIMD backend on
+ * `--threads N` threads (default: the machine's cores); `auto` WebGPU on a real GPU, else wasm (a CPU WebGPU
+ * adapter such as lavapipe only where a measured probe finds it faster: src/devices/backend_choice.ts).
+ * Takes a command's flags, or just the --backend value.
+ */
+export async function openBackend(choice: string | undefined | BackendFlags, log = true): Promise<Backend> {
+  const flags: BackendFlags = typeof choice === "object" ? choice : { backend: choice };
+  const which = flags.backend ?? "auto";
+  if (which !== "webgpu" && which !== "wasm" && which !== "cpu" && which !== "auto") {
+    throw new UsageError(`--backend "${which}" is not one of webgpu, wasm, cpu, auto`);
   }
+  const threads = parseThreads(flags.threads);
   if (which === "cpu") return new CpuBackend();
+  if (which === "wasm") return await createWasmBackend({ threads });
   quietVulkanLoader();
-  try {
+  const openWebGpu = async () => {
     const { createWebGpuBackend } = await import("../backend/webgpu/mod.ts");
     return await createWebGpuBackend();
-  } catch (e) {
-    if (which === "webgpu") throw e;
-    if (log) {
-      console.error(
-        `edgetrain: WebGPU unavailable (${(e as Error).message.split("\n")[0]}); using the CPU backend`,
-      );
-    }
-    return new CpuBackend();
+  };
+  if (which === "webgpu") return await openWebGpu();
+  return await autoBackend({ threads, openWebGpu, log: log && debugBackend() });
+}
+
+function parseThreads(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256) {
+    throw new UsageError(`--threads "${v}" must be a whole number from 1 to 256`);
+  }
+  return n;
+}
+
+function debugBackend(): boolean {
+  try {
+    return /\b(backend|all)\b/.test(Deno.env.get("EDGETRAIN_DEBUG") ?? "");
+  } catch {
+    return false;
   }
 }
 
@@ -212,6 +242,7 @@ export async function openJob(
     labels?: string[];
     model?: string;
     backend?: string;
+    threads?: string;
   },
   options: {
     log?: boolean;
@@ -227,7 +258,7 @@ export async function openJob(
     skipped.push({ images, name: reason.match(/"([^"]+)"/)?.[1] ?? images, reason });
     console.error(`edgetrain ${command}: skipped: ${reason}`);
   }, { preprocess: base, classes });
-  const opened = await openBackend(flags.backend, options.log ?? true);
+  const opened = await openBackend(flags, options.log ?? true);
   const backend = options.decorate ? options.decorate(opened) : opened;
   const model = await openModel(backend, flags.model);
   const preprocess = fitPreprocess(streams[0].set, base, model, streams[0].name);

@@ -15,7 +15,7 @@ import { createMethod } from "../methods/registry.ts";
 import { runAdaptation } from "../methods/run.ts";
 import { progressObserver } from "./progress.ts";
 
-export const HELP = `edgetrain demo [--backend webgpu|cpu|auto] [--json]
+export const HELP = `edgetrain demo [--backend webgpu|wasm|cpu|auto] [--threads N] [--json]
 
 Adapts the embedded MNIST model to embedded corrupted digit streams (severity 5) and prints the error of the
 unadapted model next to BN-adapt and TENT.`;
@@ -39,7 +39,7 @@ export default async function demo(args: string[]): Promise<number> {
     if (!b64) throw new Error(`demo: embedded asset "${name}" is missing (run tools/gen_demo_assets.ts)`);
     return decodeBase64(b64);
   };
-  const backend = await openBackend(flags.backend);
+  const backend = await openBackend(flags);
   const onnx = decodeModel(asset("mnist_irb.onnx"));
   const pre = preprocessFromJson(
     JSON.parse(new TextDecoder().decode(asset("mnist_irb.json"))),

@@ -14,7 +14,8 @@ export const HELP = `edgetrain predict --model M.onnx --images I [--images I2 ..
 
   --images I                  an IDX file, a single image, a folder of images (PNG, JPEG, WebP, BMP) with an
                               optional labels.csv, or an ImageFolder (one sub-folder per class)
-  --backend webgpu|cpu|auto   where to run (default auto: WebGPU when an adapter exists)
+  --backend webgpu|wasm|cpu|auto   where to run (default auto: WebGPU on a GPU, else wasm)
+  --threads N                 wasm backend threads (default: the machine's cores)
   --batch N                   images per batch (default 100)
   --out P.jsonl|P.csv         write one row per image: index, file, label, top-k classes with probabilities
   --top-k K                   classes per row in --out (default 5)

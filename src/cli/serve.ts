@@ -25,7 +25,7 @@ ${methodHelp("adapt", "                              ")}
   --spool DIR               also process images dropped into DIR (results in DIR/results.jsonl)
   --results F               spool results file (default DIR/results.jsonl)
   --memory N|auto           memory bank frames = the minibatch of each learning step (default auto: the
-                            planner's largest that fits, up to 64); --every K, --stats-from as for adapt
+                            planner's largest that fits, up to 64); --every K, --stats-from, --stats-momentum as for adapt
   --batch N                 most requests answered together (default 16): each is answered by the current
                             model with target statistics, never normalised by the requests beside it
   --budget B | --device P   memory budget or device profile for the planner (default: half the free memory)
@@ -44,7 +44,7 @@ ${methodHelp("adapt", "                              ")}
 ${BANK_HELP}
   --lr X                    learning rate (default: the method's)
   --no-collapse-guard       keep adapting even when predictions collapse to few classes
-  --backend webgpu|cpu|auto --mean --std --pad --size --channels   as for adapt
+  --backend webgpu|wasm|cpu|auto --threads N --mean --std --pad --size --channels   as for adapt
 
 API: POST /v1/predict (image/png, image/jpeg, or application/octet-stream float32 LE with X-Shape: C,H,W),
 GET /v1/health, GET /metrics, POST /v1/reset, GET /v1/state, GET /v1/report (an HTML page of the stream).
@@ -63,6 +63,7 @@ export default async function serve(args: string[]): Promise<number> {
     memory: { type: "string", default: "auto" },
     every: { type: "string" },
     "stats-from": { type: "string", default: "bank" },
+    "stats-momentum": { type: "string" },
     budget: { type: "string" },
     device: { type: "string" },
     "flush-ms": { type: "string", default: "0" },
@@ -120,7 +121,7 @@ export default async function serve(args: string[]): Promise<number> {
       );
     }
   }
-  const backend = new GuardedBackend(await openBackend(flags.backend));
+  const backend = new GuardedBackend(await openBackend(flags));
   const model = await openModel(backend, flags.model);
   const modelBytes = await Deno.readFile(model.path);
   const pre = await preprocessFor(model.path, flags);
@@ -193,6 +194,7 @@ export default async function serve(args: string[]): Promise<number> {
     hostname,
     port,
     memory: gov.batch,
+    statsMomentum: parseNumber("stats-momentum", flags["stats-momentum"], { min: 0, max: 1 }),
     every: parseNumber("every", flags.every, { integer: true, min: 1 }),
     statsFrom,
     maxChunk,

@@ -32,6 +32,7 @@ export const HELP = `edgetrain service install --model M.onnx --state DIR [--use
 const PASS_ON = [
   "batch",
   "device",
+  "threads",
   "flush-ms",
   "checkpoint-every",
   "mean",
@@ -136,6 +137,7 @@ export default async function service(args: string[]): Promise<number> {
     spool: { type: "string" },
     batch: { type: "string" },
     backend: { type: "string" },
+    threads: { type: "string" },
     "flush-ms": { type: "string" },
     "checkpoint-every": { type: "string" },
     device: { type: "string" },

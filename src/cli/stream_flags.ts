@@ -26,6 +26,7 @@ export const STREAM_FLAGS = {
   memory: { type: "string" as const, default: "auto" },
   every: { type: "string" as const },
   "stats-from": { type: "string" as const, default: "bank" },
+  "stats-momentum": { type: "string" as const },
   order: { type: "string" as const, default: "given" },
   seed: { type: "string" as const, default: "0" },
 };
@@ -37,6 +38,7 @@ export const STREAM_HELP =
                             auto: the largest the budget allows, up to 64)
   --every K                 learn after every K new frames (default: the memory size)
   --stats-from bank|stream  target BN statistics follow the class-balanced bank (default) or the last frames
+  --stats-momentum A        how far each learning step moves them once settled (default 0.1; RoTTA: 0.05)
   --order given|iid|sorted|dirichlet:A   replay each --images in this order (default given; sorted: one
                             class after another; dirichlet: classes in bursts, smaller A = longer) --seed S`;
 
@@ -44,6 +46,7 @@ export interface StreamFlags {
   chunk: number;
   every?: number;
   statsFrom: "bank" | "stream";
+  momentum?: number;
   order: StreamOrder;
   seed: number;
 }
@@ -59,7 +62,11 @@ export function parseStreamFlags(flags: Record<string, unknown>): StreamFlags {
     throw new UsageError((e as Error).message);
   }
   const seed = parseNumber("seed", flags.seed as string, { integer: true })!;
-  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", order, seed };
+  const momentum = parseNumber("stats-momentum", flags["stats-momentum"] as string | undefined, {
+    min: 0,
+    max: 1,
+  });
+  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", momentum, order, seed };
 }
 
 /** Each domain's frames in the requested order (the same seed, the same stream). */
@@ -73,7 +80,13 @@ export function orderStreams(domains: Domain[], f: StreamFlags): Domain[] {
 
 /** The method's stream settings for a memory of `capacity` frames. */
 export function streamSettings(f: StreamFlags, capacity: number, collapseGuard: boolean): StreamSettings {
-  return { capacity, every: f.every ?? capacity, statsFrom: f.statsFrom, collapseGuard };
+  return {
+    capacity,
+    every: f.every ?? capacity,
+    statsFrom: f.statsFrom,
+    momentum: f.momentum,
+    collapseGuard,
+  };
 }
 
 /** The adapter bank's flags (src/methods/bank/), shared by adapt and serve. */

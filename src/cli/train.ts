@@ -51,7 +51,7 @@ ${methodHelp("train", "                              ")}
   --val-images V --val-labels VL   labelled validation images, evaluated after every epoch
   --seed S                  shuffling seed (default 0)
   --out A.onnx              write the trained model as ONNX
-  --backend webgpu|cpu|auto --mean --std --pad --size --channels
+  --backend webgpu|wasm|cpu|auto --threads N --mean --std --pad --size --channels
   --json                    print one JSON object on stdout`;
 
 /** Labels must index the model's outputs; a folder with other classes needs --num-classes. */
@@ -123,7 +123,7 @@ export default async function train(args: string[]): Promise<number> {
     throw new UsageError(`--val-images "${val.name}" have no labels: give --val-labels or a labelled folder`);
   }
 
-  const backend = await openBackend(flags.backend, !flags.json);
+  const backend = await openBackend(flags, !flags.json);
   const model = await openModel(backend, flags.model);
   if (!batchNorms(model.module).length) {
     // Not an error: full and bias train the folded convolutions; but BN statistics and shifts (MobileTL's

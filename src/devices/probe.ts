@@ -69,7 +69,10 @@ async function timed(b: Backend, reps: number, body: () => void): Promise<number
 
 /** Work units per second of `body` (one run = `work` units). */
 async function rate(b: Backend, work: number, minSeconds: number, body: () => void): Promise<number> {
-  await timed(b, 1, body);
+  // Warm up for a while, not once: the wasm backend's kernels start in V8's baseline tier and are recompiled
+  // optimised in the background after their first runs (WebGPU compiles its pipelines on the first).
+  const warm = performance.now() + Math.min(100, minSeconds * 1000);
+  do await timed(b, 1, body); while (performance.now() < warm);
   for (let reps = 1;; reps *= 2) {
     const s = await timed(b, reps, body);
     if (s >= minSeconds || reps >= 1024) return (work * reps) / s;
@@ -80,9 +83,56 @@ function run<K extends KernelName>(b: Backend, kernel: K, args: KernelArgs<K>): 
   return () => b.run(kernel, args);
 }
 
-/** Copy bandwidth (read + write) and matmul, conv and depthwise conv throughput on `b`. */
-export async function benchmark(b: Backend, options: { minSeconds?: number } = {}): Promise<Throughput> {
-  const min = options.minSeconds ?? 0.25;
+/** GFLOP/s of edgetrain's matmul, 3x3 conv and 3x3 depthwise conv kernels on one backend. */
+export interface KernelRates {
+  matmul_gflops: number;
+  conv_gflops: number;
+  depthwise_gflops: number;
+  /** FLOPs of one run of each probe kernel. */
+  work: { matmul: number; conv: number; depthwise: number };
+}
+
+type Buf = (n: number) => Storage;
+
+async function rates(b: Backend, buf: Buf, min: number): Promise<KernelRates> {
+  const m = 256;
+  const a = buf(m * m), bb = buf(m * m), c = buf(m * m);
+  const matmulAttrs = {
+    batch: 1,
+    m,
+    n: m,
+    k: m,
+    transA: false,
+    transB: false,
+    strideA: 0,
+    strideB: 0,
+    strideC: 0,
+    accumulate: false,
+  };
+  const matmulWork = 2 * m ** 3;
+  const matmul = await rate(b, matmulWork, min, run(b, "matmul", { a, b: bb, out: c, attrs: matmulAttrs }));
+  const convRate = async (x: number[], w: number[], groups: number) => {
+    const attrs = conv2dAttrs(x, w, { padding: 1, groups });
+    const xs = buf(x.reduce((p, d) => p * d, 1)), ws = buf(w.reduce((p, d) => p * d, 1));
+    const out = buf(attrs.n * attrs.cout * attrs.outH * attrs.outW);
+    const flops = 2 * attrs.n * attrs.cout * attrs.outH * attrs.outW * (attrs.cin / groups) * attrs.kh *
+      attrs.kw;
+    return { flops, rate: await rate(b, flops, min, run(b, "conv2d", { x: xs, w: ws, out, attrs })) };
+  };
+  const conv = await convRate([4, 32, 16, 16], [32, 32, 3, 3], 1);
+  const depthwise = await convRate([4, 64, 16, 16], [64, 1, 3, 3], 64);
+  return {
+    matmul_gflops: gflops(matmul),
+    conv_gflops: gflops(conv.rate),
+    depthwise_gflops: gflops(depthwise.rate),
+    work: { matmul: matmulWork, conv: conv.flops, depthwise: depthwise.flops },
+  };
+}
+
+const gflops = (v: number) => Math.round(v / 1e7) / 100;
+
+/** Storages filled with 0.5, all released by `body`'s end. */
+async function withBuffers<T>(b: Backend, body: (buf: Buf) => Promise<T>): Promise<T> {
   const live: Storage[] = [];
   const buf = (n: number) => {
     const s = b.alloc(n, { category: "workspace" });
@@ -91,6 +141,21 @@ export async function benchmark(b: Backend, options: { minSeconds?: number } = {
     return s;
   };
   try {
+    return await body(buf);
+  } finally {
+    for (const s of live) b.release(s);
+  }
+}
+
+/** Matmul, conv and depthwise conv throughput of one backend (what `--backend auto` and profiles compare). */
+export function kernelRates(b: Backend, options: { minSeconds?: number } = {}): Promise<KernelRates> {
+  return withBuffers(b, (buf) => rates(b, buf, options.minSeconds ?? 0.25));
+}
+
+/** Copy bandwidth (read + write) and matmul, conv and depthwise conv throughput on `b`. */
+export async function benchmark(b: Backend, options: { minSeconds?: number } = {}): Promise<Throughput> {
+  const min = options.minSeconds ?? 0.25;
+  return await withBuffers(b, async (buf) => {
     const n = 1 << 22; // 16 MiB
     const src = buf(n), dst = buf(n);
     const copy = await rate(
@@ -99,43 +164,14 @@ export async function benchmark(b: Backend, options: { minSeconds?: number } = {
       min,
       run(b, "copy", { x: src, out: dst, attrs: { n, srcOffset: 0, dstOffset: 0 } }),
     );
-
-    const m = 256;
-    const a = buf(m * m), bb = buf(m * m), c = buf(m * m);
-    const matmulAttrs = {
-      batch: 1,
-      m,
-      n: m,
-      k: m,
-      transA: false,
-      transB: false,
-      strideA: 0,
-      strideB: 0,
-      strideC: 0,
-      accumulate: false,
-    };
-    const matmul = await rate(b, 2 * m ** 3, min, run(b, "matmul", { a, b: bb, out: c, attrs: matmulAttrs }));
-
-    const convRate = async (x: number[], w: number[], groups: number) => {
-      const attrs = conv2dAttrs(x, w, { padding: 1, groups });
-      const xs = buf(x.reduce((p, d) => p * d, 1)), ws = buf(w.reduce((p, d) => p * d, 1));
-      const out = buf(attrs.n * attrs.cout * attrs.outH * attrs.outW);
-      const flops = 2 * attrs.n * attrs.cout * attrs.outH * attrs.outW * (attrs.cin / groups) * attrs.kh *
-        attrs.kw;
-      return await rate(b, flops, min, run(b, "conv2d", { x: xs, w: ws, out, attrs }));
-    };
-    const conv = await convRate([4, 32, 16, 16], [32, 32, 3, 3], 1);
-    const depthwise = await convRate([4, 64, 16, 16], [64, 1, 3, 3], 64);
-    const g = (v: number) => Math.round(v / 1e7) / 100;
+    const r = await rates(b, buf, min);
     return {
-      copy_gbps: g(copy),
-      matmul_gflops: g(matmul),
-      conv_gflops: g(conv),
-      depthwise_gflops: g(depthwise),
+      copy_gbps: gflops(copy),
+      matmul_gflops: r.matmul_gflops,
+      conv_gflops: r.conv_gflops,
+      depthwise_gflops: r.depthwise_gflops,
     };
-  } finally {
-    for (const s of live) b.release(s);
-  }
+  });
 }
 
 /** Fraction of available system memory a probed profile plans with (WebGPU reports no device memory). */
@@ -150,20 +186,46 @@ export function profileName(s: string): string {
   return n || "probed";
 }
 
-/** A schema-valid "probed" profile from an adapter probe (or null: CPU only) and measured throughput. */
+/** What one backend measured: GFLOP/s of the probe kernels, and how it ran them. */
+export interface BackendFigures {
+  matmul_gflops: number;
+  conv_gflops: number;
+  depthwise_gflops: number;
+  threads?: number;
+  simd?: string;
+  adapter?: string;
+}
+
+export type BackendName = "cpu" | "wasm" | "webgpu";
+
+export interface ProbedOptions {
+  name?: string;
+  date?: string;
+  /** The backend `measured` (bandwidth_gbps, fp32_gflops) comes from. Default: webgpu with an adapter, else cpu. */
+  backend?: BackendName;
+  /** Every backend measured on this device, so the planner can use real speeds for each. */
+  backends?: Partial<Record<BackendName, BackendFigures>>;
+}
+
+/** A schema-valid "probed" profile from an adapter probe (or null: no WebGPU) and measured throughput. */
 export function probedProfile(
   adapter: AdapterProbe | null,
   measured: Throughput,
-  options: { name?: string; date?: string } = {},
+  options: ProbedOptions = {},
 ): DeviceProfile {
   const mem = Deno.systemMemoryInfo();
   const date = options.date ?? new Date().toISOString().slice(0, 10);
+  const backend = options.backend ?? (adapter ? "webgpu" : "cpu");
   const what = adapter
     ? adapter.description ?? [adapter.vendor, adapter.architecture].filter(Boolean).join(" ")
     : "";
-  const display = adapter
+  const cores = navigator.hardwareConcurrency || 1;
+  const display = adapter && backend === "webgpu"
     ? `Probed WebGPU adapter: ${what || "unnamed"}`
-    : `Probed CPU (${Deno.build.arch}, no WebGPU)`;
+    : `Probed CPU (${Deno.build.arch}, ${cores} cores, ${backend} backend${
+      adapter ? `; WebGPU adapter ${what || "unnamed"} not used` : ", no WebGPU"
+    })`;
+  const kernels = backend === "webgpu" ? "WebGPU" : backend === "wasm" ? "wasm SIMD" : "CPU reference";
   const profile: DeviceProfile = {
     name: profileName(options.name ?? (adapter ? `probed-${what || "webgpu"}` : "probed-cpu")),
     display_name: display,
@@ -178,16 +240,25 @@ export function probedProfile(
     },
     bandwidth_gbps: measured.copy_gbps,
     fp32_gflops: Math.max(measured.matmul_gflops, measured.conv_gflops),
-    webgpu: adapter
-      ? { available: true, api: apiOfOs() }
-      : { available: false, api: "none", note: "no WebGPU adapter: edgetrain runs on its CPU backend" },
-    measured: { date, ...measured },
+    // available: edgetrain runs on WebGPU here. An adapter the profile was not measured on (a CPU adapter
+    // that the wasm backend outruns, or --backend wasm/cpu) is recorded in `adapter` and named in the note.
+    webgpu: adapter && backend === "webgpu" ? { available: true, api: apiOfOs() } : adapter
+      ? {
+        available: false,
+        api: apiOfOs(),
+        note: `WebGPU adapter "${what || "unnamed"}" present; edgetrain runs on its ${backend} backend here`,
+      }
+      : {
+        available: false,
+        api: "none",
+        note: `no WebGPU adapter: edgetrain runs on its ${backend} backend`,
+      },
+    measured: { date, ...measured, ...(options.backends ? { backends: options.backends } : {}) },
     sources: [
       `edgetrain profile on ${date}: ${adapter ? "adapter info and limits from WebGPU, " : ""}throughput ` +
-      `measured with edgetrain's own ${
-        adapter ? "WebGPU" : "CPU"
-      } kernels (bandwidth_gbps = copy read + write, ` +
-      "fp32_gflops = the better of matmul 256^3 and 3x3 conv)",
+      `measured with edgetrain's own ${kernels} kernels (bandwidth_gbps = copy read + write, ` +
+      "fp32_gflops = the better of matmul 256^3 and 3x3 conv" +
+      (options.backends ? "; measured.backends: the same kernels on every backend available here)" : ")"),
     ],
   };
   if (adapter) {

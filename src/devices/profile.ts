@@ -28,6 +28,17 @@ export interface DeviceProfile {
     matmul_gflops?: number;
     conv_gflops?: number;
     depthwise_gflops?: number;
+    /** GFLOP/s of the same kernels on each backend measured on the device (edgetrain profile). */
+    backends?: Partial<
+      Record<"cpu" | "wasm" | "webgpu", {
+        matmul_gflops: number;
+        conv_gflops: number;
+        depthwise_gflops: number;
+        threads?: number;
+        simd?: string;
+        adapter?: string;
+      }>
+    >;
   };
   sources: string[];
   notes?: string;

@@ -19,7 +19,7 @@ import {
   SourceState,
   trainBnAffine,
 } from "./tta.ts";
-import { type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
+import { DEFAULT_MOMENTUM, type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
 
 export interface OptimizerConfig {
   kind: "adam" | "sgd";
@@ -52,6 +52,16 @@ export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD 
     : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
 }
 
+/**
+ * A learning rate published for ImageNet's 1000 classes, scaled to C classes: log-linear in C from `at1000` to
+ * `at10` (clamped). EATA and SAR publish SGD at 0.00025 for ResNet-50 on ImageNet; on a 10-class model that
+ * barely moves the BN affine in hundreds of steps, so their rows would equal BN adaptation's.
+ */
+export function lrForClasses(classes: number, at1000: number, at10: number): number {
+  const t = Math.min(1, Math.max(0, (Math.log(classes) - Math.log(10)) / (Math.log(1000) - Math.log(10))));
+  return Math.exp(Math.log(at10) + t * (Math.log(at1000) - Math.log(at10)));
+}
+
 /** Options every backprop method takes: its optimizer, the governor's plan switch (descriptor.ts), stats. */
 export interface BackpropOptions extends Partial<OptimizerConfig> {
   plan?: boolean;
@@ -63,11 +73,11 @@ export interface BackpropOptions extends Partial<OptimizerConfig> {
 export interface RobustStats {
   /** The learning forward moves them (statistics from the bank); false: something else does. */
   track: boolean;
-  /** RoTTA's alpha (0.05). */
+  /** RoTTA's alpha (its 0.05; here DEFAULT_MOMENTUM, scheduled by streaming.ts). */
   momentum: number;
 }
 
-export const DEFAULT_STATS: RobustStats = { track: true, momentum: 0.05 };
+export const DEFAULT_STATS: RobustStats = { track: true, momentum: DEFAULT_MOMENTUM };
 
 export interface LossPlan {
   /** The scalar loss to backpropagate, or null to skip the update (e.g. every sample filtered out). */
@@ -105,6 +115,11 @@ export abstract class BackpropMethod implements StreamCore {
     return await SourceState.of(model);
   }
 
+  /** The learning rate for C classes when none was given (EATA, SAR: scaled from ImageNet's); null: as set. */
+  protected lrFor(_classes: number): number | null {
+    return null;
+  }
+
   /** Build the loss from the batch's logits (still on the tape) and their host statistics. */
   protected abstract plan(logits: Tensor, stats: LogitStats, x: Tensor): LossPlan;
 
@@ -119,6 +134,8 @@ export abstract class BackpropMethod implements StreamCore {
     try {
       const logits = this.model.call(x);
       const classes = logits.shape[1];
+      const lr = this.lrFor(classes);
+      if (lr !== null) this.optimizer.lr = lr;
       const stats = logitStats(await logits.data(), classes);
       const { loss, used } = this.plan(logits, stats, x);
       let updated = false;

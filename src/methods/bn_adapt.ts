@@ -8,7 +8,7 @@ import { noGrad } from "../autograd/tape.ts";
 import type { Module } from "../nn/module.ts";
 import type { Tensor } from "../tensor.ts";
 import { type AdaptDescriptor, statsOf } from "./descriptor.ts";
-import { predictLogits, type StreamCore, streamed } from "./streaming.ts";
+import { DEFAULT_MOMENTUM, predictLogits, type StreamCore, streamed } from "./streaming.ts";
 import {
   bnState,
   logitStats,
@@ -40,7 +40,7 @@ export class BnAdapt implements StreamCore {
   }
 
   static async create(model: Module, options: { momentum?: number } = {}): Promise<BnAdapt> {
-    return new BnAdapt(model, await SourceState.of(model), options.momentum ?? 0.05);
+    return new BnAdapt(model, await SourceState.of(model), options.momentum ?? DEFAULT_MOMENTUM);
   }
 
   predict(x: Tensor): Promise<{ logits: Float32Array; classes: number }> {

@@ -9,7 +9,7 @@ import type { Module } from "../nn/module.ts";
 import type { OptimizerConfig } from "./backprop_method.ts";
 import type { TransferPlan } from "./mobiletl.ts";
 import type { TtaMethod } from "./tta.ts";
-import type { StreamWrap } from "./streaming.ts";
+import { DEFAULT_MOMENTUM, type StreamWrap } from "./streaming.ts";
 
 export interface MethodOptions {
   lr?: number;
@@ -38,7 +38,7 @@ export interface StreamSettings {
   every?: number;
   /** Target statistics follow the bank (default) or the stream. */
   statsFrom?: "bank" | "stream";
-  /** How far each learning step moves the target statistics (0.05). */
+  /** How far each learning step moves the target statistics once settled (0.1; streaming.ts). */
   momentum?: number;
   /** The collapse guard (default on). */
   collapseGuard?: boolean;
@@ -91,7 +91,10 @@ export type MethodDescriptor<N extends string = string> = AdaptDescriptor<N> | T
 
 /** The robust-BN settings a core gets from the stream settings (backprop_method.ts RobustStats). */
 export function statsOf(o: MethodOptions): { track: boolean; momentum: number } {
-  return { track: (o.stream?.statsFrom ?? "bank") === "bank", momentum: o.stream?.momentum ?? 0.05 };
+  return {
+    track: (o.stream?.statsFrom ?? "bank") === "bank",
+    momentum: o.stream?.momentum ?? DEFAULT_MOMENTUM,
+  };
 }
 
 /** A method's own options from MethodOptions: `extra`, then lr, plan and the statistics' settings. */

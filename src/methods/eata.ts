@@ -17,6 +17,7 @@ import {
   BackpropMethod,
   type BackpropOptions,
   type LossPlan,
+  lrForClasses,
   type OptimizerConfig,
   optimizerFrom,
 } from "./backprop_method.ts";
@@ -51,6 +52,7 @@ export function redundancyMargin(classes: number): number {
 export const EATA_DEFAULTS: OptimizerConfig = { kind: "sgd", lr: 0.00025, momentum: 0.9 };
 
 export class Eata extends BackpropMethod {
+  #lrGiven: boolean;
   readonly name = "eata" as const;
   #margin: number;
   #dMargin: number | undefined;
@@ -64,6 +66,7 @@ export class Eata extends BackpropMethod {
 
   private constructor(model: Module, source: SourceState, options: EataOptions) {
     super(model, source, optimizerFrom(EATA_DEFAULTS, options), options);
+    this.#lrGiven = options.lr !== undefined;
     this.#margin = options.entropyMargin ?? 0.4;
     this.#dMargin = options.redundancyMargin;
     this.#alpha = options.fisherAlpha ?? 2000;
@@ -153,6 +156,11 @@ export class Eata extends BackpropMethod {
       });
     }
     return null;
+  }
+
+  /** The published 0.00025 (ImageNet, 1000 classes) scaled to C classes, unless --lr was given. */
+  protected override lrFor(classes: number): number | null {
+    return this.#lrGiven ? null : lrForClasses(classes, EATA_DEFAULTS.lr, 0.005);
   }
 
   protected override resetCounters(): void {

@@ -15,6 +15,7 @@ import {
   BackpropMethod,
   type BackpropOptions,
   type LossPlan,
+  lrForClasses,
   type OptimizerConfig,
   optimizerFrom,
 } from "./backprop_method.ts";
@@ -32,6 +33,7 @@ export interface SarOptions extends BackpropOptions {
 export const SAR_DEFAULTS: OptimizerConfig = { kind: "sgd", lr: 0.00025, momentum: 0.9 };
 
 export class Sar extends BackpropMethod {
+  #lrGiven: boolean;
   readonly name = "sar" as const;
   #margin: number;
   #rho: number;
@@ -41,6 +43,7 @@ export class Sar extends BackpropMethod {
 
   private constructor(model: Module, source: SourceState, options: SarOptions) {
     super(model, source, optimizerFrom(SAR_DEFAULTS, options), options);
+    this.#lrGiven = options.lr !== undefined;
     this.#margin = options.entropyMargin ?? 0.4;
     this.#rho = options.rho ?? 0.05;
     this.#resetBelow = options.resetEntropy;
@@ -118,6 +121,11 @@ export class Sar extends BackpropMethod {
       return `SAR reset: entropy EMA ${this.#ema.toFixed(3)} < ${below.toFixed(3)}`;
     }
     return null;
+  }
+
+  /** The published 0.00025 (ImageNet, 1000 classes) scaled to C classes, unless --lr was given. */
+  protected override lrFor(classes: number): number | null {
+    return this.#lrGiven ? null : lrForClasses(classes, SAR_DEFAULTS.lr, 0.005);
   }
 
   protected override resetCounters(): void {

@@ -19,7 +19,17 @@ import { CollapseGuard } from "./collapse.ts";
 import { MemoryBank } from "./memory_bank.ts";
 import type { AdaptMethodName } from "./registry.ts";
 import type { StreamSettings } from "./descriptor.ts";
-import { learnMode, logitStats, predictMode, type StepResult, type TtaMethod } from "./tta.ts";
+import {
+  learnMode,
+  logitStats,
+  predictMode,
+  setStatsMomentum,
+  type StepResult,
+  type TtaMethod,
+} from "./tta.ts";
+
+/** The target statistics' settled momentum (RoTTA: 0.05, for streams of tens of thousands of frames). */
+export const DEFAULT_MOMENTUM = 0.1;
 
 /** What one learning step on the bank did. */
 export interface LearnResult {
@@ -68,6 +78,12 @@ export interface StreamingOptions {
   collapseGuard?: boolean;
   /** The bank takes every frame while it has room (MemoryBank fillFirst; default true). */
   fillFirst?: boolean;
+  /**
+   * How far a learning step moves the target statistics once settled (default 0.1). The n-th step after a
+   * reset moves them by max(momentum, 1/n): the first replaces the source statistics with the bank's, the
+   * next ones average, so adaptation starts at once and then follows the domain at `momentum`.
+   */
+  momentum?: number;
 }
 
 export class StreamingMethod implements TtaMethod {
@@ -76,7 +92,10 @@ export class StreamingMethod implements TtaMethod {
   readonly bank: MemoryBank;
   every: number;
   readonly statsFrom: StatsSource;
+  readonly momentum: number;
   #pending = 0;
+  /** Learning steps since the last reset (the statistics' momentum schedule). */
+  #steps = 0;
   /** The last `every` frames, for stream statistics. */
   #recent: MemoryBank | null;
   #guard: CollapseGuard | null;
@@ -90,6 +109,7 @@ export class StreamingMethod implements TtaMethod {
       throw new Error(`streaming: every must be a positive integer, got ${this.every}`);
     }
     this.statsFrom = options.statsFrom ?? "bank";
+    this.momentum = options.momentum ?? DEFAULT_MOMENTUM;
     // A FIFO of the last `every` frames: a bank without class balance whose oldest item always goes first.
     this.#recent = this.statsFrom === "stream" ? new MemoryBank({ capacity: this.every, lambdaU: 0 }) : null;
     this.#guard = options.collapseGuard === false ? null : new CollapseGuard();
@@ -105,6 +125,8 @@ export class StreamingMethod implements TtaMethod {
     let resetReason: string | undefined, resetCause: StepResult["resetCause"];
     while (this.#pending >= this.every) {
       this.#pending -= this.every;
+      this.#steps++;
+      setStatsMomentum(this.model, Math.max(this.momentum, 1 / this.#steps));
       if (this.#recent) await this.#streamStatistics();
       const r = await this.#learn();
       if (!r) continue;
@@ -197,6 +219,7 @@ export class StreamingMethod implements TtaMethod {
     this.bank.clear();
     this.#recent?.clear();
     this.#pending = 0;
+    this.#steps = 0;
   }
 
   /** The core's state, the bank's frames and bookkeeping, and the frames since the last step: a restart from
@@ -207,6 +230,7 @@ export class StreamingMethod implements TtaMethod {
       ...await this.bank.state("bank"),
       ...(this.#recent ? await this.#recent.state("recent") : {}),
       "stream.pending": Float32Array.of(this.#pending),
+      "stream.steps": Float32Array.of(this.#steps),
     };
   }
 
@@ -220,6 +244,7 @@ export class StreamingMethod implements TtaMethod {
     this.bank.loadState("bank", state, backend);
     this.#recent?.loadState("recent", state, backend);
     this.#pending = state["stream.pending"]?.[0] ?? 0;
+    this.#steps = state["stream.steps"]?.[0] ?? 0;
   }
 
   /** The core's state alone (the collapse guard's snapshots). */
@@ -292,6 +317,7 @@ export function streamed(core: StreamCore, o: { stream?: StreamSettings; wrap?: 
     statsFrom: s.statsFrom ?? "bank",
     collapseGuard: s.collapseGuard,
     fillFirst: s.fillFirst,
+    momentum: s.momentum,
   };
   return o.wrap ? o.wrap(core, options) : new StreamingMethod(core, options);
 }

@@ -47,6 +47,8 @@ export interface ServiceOptions {
   /** Learn after this many new frames (default: memory). */
   every?: number;
   statsFrom?: "bank" | "stream";
+  /** The target statistics' settled momentum (streaming.ts DEFAULT_MOMENTUM). */
+  statsMomentum?: number;
   /** Most requests answered together in one forward. */
   maxChunk: number;
   /** Wait at most this long for more requests to answer together (0: answer as soon as free). */
@@ -110,6 +112,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         capacity: o.memory,
         every: o.every ?? o.memory,
         statsFrom: o.statsFrom,
+        momentum: o.statsMomentum,
         collapseGuard: o.collapseGuard,
       },
     }, o.bank),

@@ -1,11 +1,14 @@
 /**
- * `deno task bench`: throughput of edgetrain's WebGPU kernels next to TF.js WebGPU, printed as a table and
- * written as JSON (bench.json, or --out PATH).
+ * `deno task bench`: edgetrain's WebGPU kernels and TENT step next to TF.js WebGPU, and the wasm backend next to
+ * PyTorch CPU and onnxruntime-web (tests/bench/wasm_bench.ts), printed and written as JSON. The sections run
+ * are replaced in the output file (default docs/bench.json) and the others kept, so one section can be re-run
+ * on its own.
  *
- *   deno task bench [--out bench.json] [--quick] [--filter conv1x1] [--no-tfjs] [--min-ms 400] [--rounds 3]
+ *   deno task bench [--sections kernels,tent_step,wasm] [--out docs/bench.json] [--quick] [--filter conv1x1]
+ *                   [--no-tfjs] [--no-torch] [--no-ort] [--threads 2] [--min-ms 400] [--rounds 3]
  *
- * Each section is an exported function (BenchContext) => Promise<SectionResult>; add one to SECTIONS (e.g. a
- * TENT step) and it is run, printed and written like the kernel section. Not part of `deno task test`.
+ * Each WebGPU section is an exported function (BenchContext) => Promise<SectionResult> in SECTIONS; without a
+ * WebGPU adapter they are skipped with a note. Not part of `deno task test`.
  */
 import type { Backend } from "../../src/backend/backend.ts";
 import { createWebGpuBackend } from "../../src/backend/webgpu/mod.ts";
@@ -14,6 +17,7 @@ import { createTfjsPeer, type TfjsPeer } from "./tfjs_peer.ts";
 import { edgetrainTentStep, TENT_BATCH, tfjsTentStep } from "./tent_step_bench.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { buildIrbNet } from "../../src/nn/mobilenet.ts";
+import { wasmSection, wasmTable } from "./wasm_bench.ts";
 
 export interface BenchOptions {
   quick: boolean;
@@ -115,14 +119,29 @@ export const SECTIONS: Record<string, Section> = {
   tent_step: tentSection,
 };
 
-function parseArgs(args: string[]): BenchOptions & { out: string; tfjs: boolean } {
-  const o = {
-    out: "bench.json",
+interface RunOptions extends BenchOptions {
+  out: string;
+  tfjs: boolean;
+  torch: boolean;
+  ort: boolean;
+  threads: number;
+  sections: string[];
+}
+
+const ALL_SECTIONS = [...Object.keys(SECTIONS), "wasm"];
+
+function parseArgs(args: string[]): RunOptions {
+  const o: RunOptions = {
+    out: new URL("../../docs/bench.json", import.meta.url).pathname,
     tfjs: true,
+    torch: true,
+    ort: true,
+    threads: 2,
     quick: false,
     filter: undefined as string | undefined,
     minMs: 400,
     rounds: 3,
+    sections: ALL_SECTIONS,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -134,47 +153,135 @@ function parseArgs(args: string[]): BenchOptions & { out: string; tfjs: boolean 
     if (a === "--out") o.out = value();
     else if (a === "--quick") o.quick = true;
     else if (a === "--no-tfjs") o.tfjs = false;
+    else if (a === "--no-torch") o.torch = false;
+    else if (a === "--no-ort") o.ort = false;
+    else if (a === "--threads") o.threads = Number(value());
+    else if (a === "--sections") o.sections = value().split(",");
     else if (a === "--filter") o.filter = value();
     else if (a === "--min-ms") o.minMs = Number(value());
     else if (a === "--rounds") o.rounds = Number(value());
     else throw new Error(`bench: unknown argument "${a}"`);
   }
   if (!(o.minMs > 0) || !(o.rounds >= 1)) throw new Error(`bench: --min-ms and --rounds must be positive`);
+  if (!(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`bench: --threads must be >= 1`);
+  for (const name of o.sections) {
+    if (!ALL_SECTIONS.includes(name)) {
+      throw new Error(`bench: unknown section "${name}" (${ALL_SECTIONS.join(", ")})`);
+    }
+  }
   return o;
+}
+
+async function readReport(path: string): Promise<Record<string, unknown>> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch {
+    return {};
+  }
 }
 
 export async function main(args: string[]): Promise<number> {
   const o = parseArgs(args);
-  const backend = await createWebGpuBackend();
-  const adapter = (backend as { adapterDescription?: string }).adapterDescription ?? "unknown";
+  const previous = await readReport(o.out);
+  const sections: Record<string, unknown> = (previous.sections as Record<string, unknown>) ?? {};
+  // When each section was measured, and how: a report written before section_runs existed describes all of
+  // its sections with its top-level fields.
+  const meta: Record<string, unknown> = (previous.section_runs as Record<string, unknown>) ??
+    Object.fromEntries(
+      Object.keys(sections).map((name) => [name, {
+        date: previous.date,
+        adapter: previous.adapter,
+        tfjs: previous.tfjs,
+        options: previous.options,
+      }]),
+    );
+  const runOptions = {
+    quick: o.quick,
+    filter: o.filter ?? null,
+    minMs: o.minMs,
+    rounds: o.rounds,
+    threads: o.threads,
+  };
+  const gpuSections = o.sections.filter((s) => s in SECTIONS);
+  let backend: Backend | null = null;
+  let adapter = "none";
   let peer: TfjsPeer | null = null;
   let peerError: string | null = null;
-  if (o.tfjs) {
+  if (gpuSections.length) {
+    try {
+      backend = await createWebGpuBackend();
+      adapter = (backend as { adapterDescription?: string }).adapterDescription ?? "unknown";
+    } catch (e) {
+      console.log(`WebGPU unavailable, sections ${gpuSections.join(", ")} skipped: ${(e as Error).message}`);
+    }
+  }
+  if (backend && o.tfjs) {
     const p = await createTfjsPeer();
     if ("peer" in p) peer = p.peer;
     else peerError = p.error;
   }
-  console.log(`edgetrain bench on ${adapter}${peer ? `; TF.js WebGPU on ${peer.description}` : ""}`);
+  if (backend) {
+    console.log(`edgetrain bench on ${adapter}${peer ? `; TF.js WebGPU on ${peer.description}` : ""}`);
+  }
   if (peerError) console.log(`TF.js peer unavailable: ${peerError}`);
-  const ctx: BenchContext = { backend, peer, options: o, print: (l) => console.log(l) };
-  const sections: Record<string, unknown[]> = {};
-  for (const [name, section] of Object.entries(SECTIONS)) {
-    console.log(`\n== ${name}`);
-    sections[name] = (await section(ctx)).rows;
+  const date = new Date().toISOString();
+  if (backend) {
+    const ctx: BenchContext = { backend, peer, options: o, print: (l) => console.log(l) };
+    for (const name of gpuSections) {
+      console.log(`\n== ${name}`);
+      sections[name] = (await SECTIONS[name](ctx)).rows;
+      meta[name] = {
+        date,
+        adapter,
+        tfjs: peer ? { adapter: peer.description } : { error: peerError ?? "disabled (--no-tfjs)" },
+        options: runOptions,
+      };
+    }
+  }
+  if (o.sections.includes("wasm")) {
+    console.log(`\n== wasm (edgetrain --backend wasm next to PyTorch CPU and onnxruntime-web wasm)`);
+    sections.wasm = await wasmSection({
+      rounds: o.rounds,
+      quick: o.quick,
+      threads: o.threads,
+      torch: o.torch,
+      ort: o.ort,
+      print: (l) => console.log(l),
+    });
+    meta.wasm = { date, cpu: cpuName(), cores: navigator.hardwareConcurrency, options: runOptions };
+    console.log(`\n${wasmTable(sections.wasm as unknown[]).join("\n")}`);
   }
   const report = {
-    date: new Date().toISOString(),
+    ...previous,
+    ...(backend
+      ? { adapter, tfjs: meta[gpuSections[0]] && (meta[gpuSections[0]] as { tfjs: unknown }).tfjs }
+      : {}),
+    date,
     deno: Deno.version.deno,
-    adapter,
-    tfjs: peer ? { adapter: peer.description } : { error: peerError ?? "disabled (--no-tfjs)" },
-    options: { quick: o.quick, filter: o.filter ?? null, minMs: o.minMs, rounds: o.rounds },
+    options: {
+      quick: o.quick,
+      filter: o.filter ?? null,
+      minMs: o.minMs,
+      rounds: o.rounds,
+      threads: o.threads,
+    },
+    section_runs: meta,
     sections,
   };
   await Deno.writeTextFile(o.out, JSON.stringify(report, null, 2) + "\n");
   console.log(`\nwrote ${o.out}`);
   peer?.dispose();
-  backend.dispose();
+  backend?.dispose();
   return 0;
+}
+
+function cpuName(): string {
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    return info.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? Deno.build.arch;
+  } catch {
+    return Deno.build.arch;
+  }
 }
 
 if (import.meta.main) {

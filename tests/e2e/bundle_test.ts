@@ -87,8 +87,9 @@ Deno.test("bundle: dist/edgetrain.js runs demo, predict and serve from an empty 
     "model.onnx",
     "--images",
     "digits",
+    // The wasm backend: its module and its workers' source are inside the file too.
     "--backend",
-    "cpu",
+    "wasm",
     "--json",
   ], {
     cwd: work,
