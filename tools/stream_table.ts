@@ -2,7 +2,7 @@
  * Streaming adaptation on corrupted MNIST as a camera delivers it, for docs/streaming.md:
  *
  *   deno run -A tools/stream_table.ts [--methods rotta,tent,bn,eata,sar] [--chunks 1,8,64]
- *     [--orders iid,sorted] [--corruptions all|a,b] [--n 2000] [--backend cpu] [--json FILE] [--out FILE]
+ *     [--orders iid,sorted] [--corruptions all|a,b] [--n 2000] [--backend cpu|wasm] [--json FILE] [--out FILE]
  *
  * For every (method, chunk, order): the online error per corruption (severity 5, seed 0, the 2,000 test
  * digits of mnistSplit() — never seen in training — corrupted in memory), each corruption its own stream
@@ -12,6 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { createWasmBackend } from "../src/backend/wasm/mod.ts";
 import type { Backend } from "../src/backend/backend.ts";
 import { corrupt, CORRUPTIONS } from "../src/data/corruptions.ts";
 import { subset } from "../src/data/images.ts";
@@ -107,9 +108,12 @@ if (import.meta.main) {
       "stats-from": { type: "string" },
       "fill-first": { type: "string" },
       protocol: { type: "string", default: "reset-each-domain" },
+      backend: { type: "string", default: "cpu" },
       json: { type: "string" },
     },
   });
+  // One wasm backend on one thread for the whole table (two tables can then run side by side).
+  const wasm = a.backend === "wasm" ? await createWasmBackend({ threads: 1 }) : null;
   const corruptions = a.corruptions === "all" ? CORRUPTIONS : a.corruptions!.split(",");
   const stream: Record<string, unknown> = {};
   if (a.momentum) stream.momentum = Number(a.momentum);
@@ -125,7 +129,7 @@ if (import.meta.main) {
         const r = await runStream(method, chunk, order, {
           model: a.model!,
           domains,
-          backend: () => Promise.resolve(new CpuBackend()),
+          backend: () => Promise.resolve(wasm ?? new CpuBackend()),
           stream,
           protocol: a.protocol as "continual" | "reset-each-domain",
         });
@@ -140,4 +144,5 @@ if (import.meta.main) {
     }
   }
   if (a.json) await Deno.writeTextFile(a.json, JSON.stringify(runs, null, 1));
+  wasm?.dispose();
 }
