@@ -208,6 +208,14 @@ export class StreamingMethod implements TtaMethod {
     this.bank.shrink(n);
   }
 
+  /**
+   * The statistics loaded from a domain's stored state are settled: the next learning steps move them by
+   * `momentum`, not by the 1/n that replaces the source statistics after a reset (the adapter bank's return).
+   */
+  settle(): void {
+    this.#steps = Math.ceil(1 / this.momentum);
+  }
+
   /** Back to the source state; the bank forgets its frames (they were labelled by the state being left). */
   reset(): void {
     this.#reset();

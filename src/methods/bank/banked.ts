@@ -158,6 +158,7 @@ export class BankedMethod implements TtaMethod {
     const state = await this.slots.read(id);
     this.inner.reset();
     this.inner.core.loadState(state);
+    this.inner.settle();
     this.active = id;
   }
 
