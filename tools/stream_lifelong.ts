@@ -3,12 +3,13 @@
  * repeated for several rounds, one continual run — against the same method reset to the source model at every
  * corruption (the periodic reset). For docs/streaming.md:
  *
- *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--json FILE]
+ *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--backend cpu|wasm] [--json FILE]
  *
  * Prints the mean online error of each round for both runs.
  */
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { createWasmBackend } from "../src/backend/wasm/mod.ts";
 import { CORRUPTIONS } from "../src/data/corruptions.ts";
 import { corruptedDomains, runStream } from "./stream_table.ts";
 
@@ -20,9 +21,12 @@ const { values: a } = parseArgs({
     rounds: { type: "string", default: "5" },
     n: { type: "string", default: "500" },
     chunk: { type: "string", default: "64" },
+    backend: { type: "string", default: "cpu" },
     json: { type: "string" },
   },
 });
+// --backend wasm: one single-threaded wasm backend for both runs (ten times the CPU backend's speed).
+const wasm = a.backend === "wasm" ? await createWasmBackend({ threads: 1 }) : null;
 const rounds = Number(a.rounds);
 const once = await corruptedDomains(CORRUPTIONS, Number(a.n), { kind: "iid" });
 const domains = Array.from({ length: rounds }, (_, r) => once.map((d) => ({ ...d, name: `${r}/${d.name}` })))
@@ -32,7 +36,7 @@ for (const protocol of ["continual", "reset-each-domain"] as const) {
   const r = await runStream(a.method!, Number(a.chunk), "iid", {
     model: a.model!,
     domains,
-    backend: () => Promise.resolve(new CpuBackend()),
+    backend: () => Promise.resolve(wasm ?? new CpuBackend()),
     protocol,
   });
   const perRound = Array.from({ length: rounds }, (_, k) => {
@@ -45,3 +49,4 @@ for (const protocol of ["continual", "reset-each-domain"] as const) {
   );
 }
 if (a.json) await Deno.writeTextFile(a.json, JSON.stringify({ method: a.method, rounds: out }, null, 1));
+wasm?.dispose();

@@ -7,7 +7,8 @@
  *   learning step every 64 new frames (streaming.ts).
  * - A mean teacher: the teacher answers and labels; it is the student's BN state kept apart (bn_store.ts; the
  *   backbone is frozen and shared), its affine an EMA of the student's (nu = 0.001), its statistics moved by
- *   its own forward over the bank. The student learns from a strong augmentation of the bank: the teacher's
+ *   its own forward over the bank; the n-th step after a reset moves it by max(nu, 1/(n+1)), the mean
+ *   teacher's ramp-up. The student learns from a strong augmentation of the bank: the teacher's
  *   soft labels as cross-entropy targets, each sample weighted by its timeliness exp(-a) / (1 + exp(-a)) for
  *   its age a in units of the capacity (eq. 6-7).
  * - Adam, lr 1e-3, betas (0.9, 0.999), on the BN affine parameters.
@@ -71,6 +72,8 @@ export class Rotta implements StreamCore {
   readonly #student: BnStore;
   #rng: Rng;
   readonly #seed: number;
+  /** Learning steps since the last reset (the teacher's ramp-up). */
+  #learned = 0;
 
   private constructor(readonly model: Module, private readonly source: SourceState, options: RottaOptions) {
     this.#config = optimizerFrom(ROTTA_DEFAULTS, options);
@@ -136,7 +139,11 @@ export class Rotta implements StreamCore {
     } finally {
       predictMode(this.model);
     }
-    this.#teacher.emaAffineFrom(this.#nu);
+    // Mean-teacher ramp-up (Tarvainen & Valpola 2017): the n-th step moves the teacher by max(nu, 1/(n+1)).
+    // With nu = 0.001 alone the teacher needs thousands of steps (RoTTA's CIFAR streams have them); on a
+    // domain of a few thousand frames it would stay the source's and answer exactly as BN adaptation does.
+    this.#learned++;
+    this.#teacher.emaAffineFrom(Math.max(this.#nu, 1 / (this.#learned + 1)));
     return { updated: true, used: x.shape[0], predictions: teacher.predictions };
   }
 
@@ -156,6 +163,7 @@ export class Rotta implements StreamCore {
     this.#optimizer.dispose();
     this.#optimizer = makeOptimizer(this.#params, this.#config);
     this.#rng = new Rng(this.#seed);
+    this.#learned = 0;
   }
 
   async state(): Promise<Record<string, Float32Array>> {
@@ -163,6 +171,7 @@ export class Rotta implements StreamCore {
     for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
     Object.assign(out, await this.#teacher.state("teacher"));
     for (const [k, v] of Object.entries(await this.#optimizer.state())) out[`optimizer.${k}`] = v;
+    out["rotta.learned"] = Float32Array.of(this.#learned);
     return out;
   }
 
@@ -176,6 +185,7 @@ export class Rotta implements StreamCore {
     this.model.loadState(model, { strict: false });
     this.#teacher.loadState("teacher", state);
     this.#optimizer.loadState(opt);
+    this.#learned = state["rotta.learned"]?.[0] ?? 0;
   }
 
   dispose(): void {
