@@ -3,7 +3,7 @@
  * repeated for several rounds, one continual run — against the same method reset to the source model at every
  * corruption (the periodic reset). For docs/streaming.md:
  *
- *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--backend cpu|wasm] [--json FILE]
+ *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--bank-slots N] [--backend cpu|wasm] [--json FILE]
  *
  * Prints the mean online error of each round for both runs.
  */
@@ -22,6 +22,7 @@ const { values: a } = parseArgs({
     n: { type: "string", default: "500" },
     chunk: { type: "string", default: "64" },
     backend: { type: "string", default: "cpu" },
+    "bank-slots": { type: "string" },
     json: { type: "string" },
   },
 });
@@ -32,20 +33,33 @@ const once = await corruptedDomains(CORRUPTIONS, Number(a.n), { kind: "iid" });
 const domains = Array.from({ length: rounds }, (_, r) => once.map((d) => ({ ...d, name: `${r}/${d.name}` })))
   .flat();
 const out: Record<string, number[]> = {};
-for (const protocol of ["continual", "reset-each-domain"] as const) {
+// Continual with the adapter bank (--bank-slots N): a slot per condition, found again on every round.
+const runs = [
+  { label: "continual", protocol: "continual" as const },
+  { label: "reset-each-domain", protocol: "reset-each-domain" as const },
+  ...(a["bank-slots"]
+    ? [{
+      label: `continual+bank${a["bank-slots"]}`,
+      protocol: "continual" as const,
+      bank: { slots: Number(a["bank-slots"]), adapter: "bn" as const },
+    }]
+    : []),
+];
+for (const { label, protocol, bank } of runs) {
   const r = await runStream(a.method!, Number(a.chunk), "iid", {
     model: a.model!,
     domains,
     backend: () => Promise.resolve(wasm ?? new CpuBackend()),
     protocol,
+    bank,
   });
   const perRound = Array.from({ length: rounds }, (_, k) => {
     const names = once.map((d) => `${k}/${d.name}`);
     return names.reduce((s, name) => s + r.errors[name], 0) / names.length;
   });
-  out[protocol] = perRound;
+  out[label] = perRound;
   console.log(
-    `${a.method} ${protocol}: ${perRound.map((e) => e.toFixed(2)).join(" -> ")} (resets ${r.resets})`,
+    `${a.method} ${label}: ${perRound.map((e) => e.toFixed(2)).join(" -> ")} (resets ${r.resets})`,
   );
 }
 if (a.json) await Deno.writeTextFile(a.json, JSON.stringify({ method: a.method, rounds: out }, null, 1));

@@ -8,7 +8,8 @@
  * digits of mnistSplit() — never seen in training — corrupted in memory), each corruption its own stream
  * from the source model (reset each domain), replayed in the order (iid: a seeded shuffle; sorted: one
  * class after another) and in chunks of that many frames. The unadapted model (`source`) is the baseline of
- * every row. Tuning flags (--momentum, --every, --memory, --stats-from, --fill-first) pass to the methods.
+ * every row. Tuning flags (--momentum, --warmup, --every, --memory, --stats-from, --fill-first) pass to the
+ * methods.
  */
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/backend/cpu.ts";
@@ -19,6 +20,7 @@ import { subset } from "../src/data/images.ts";
 import { mnistSplit } from "../src/data/mnist.ts";
 import { type StreamOrder, streamOrder } from "../src/data/order.ts";
 import { loadPreprocessSidecar } from "../src/data/preprocess.ts";
+import { type BankSettings, withBank } from "../src/methods/bank/mod.ts";
 import { createMethod } from "../src/methods/registry.ts";
 import { type Domain, runAdaptation } from "../src/methods/run.ts";
 import { importOnnx } from "../src/onnx/import.ts";
@@ -42,6 +44,8 @@ export interface RunSettings {
   backend: () => Promise<Backend>;
   stream?: Record<string, unknown>;
   protocol?: "continual" | "reset-each-domain";
+  /** An adapter bank around the method (src/methods/bank/). */
+  bank?: BankSettings;
 }
 
 /** One (method, chunk) over the domains as given. */
@@ -55,7 +59,7 @@ export async function runStream(
   const onnx = await loadModel(s.model);
   const preprocess = await loadPreprocessSidecar(s.model);
   const model = importOnnx(backend, onnx);
-  const m = await createMethod(method, model, { stream: s.stream });
+  const m = await createMethod(method, model, withBank({ stream: s.stream }, s.bank));
   const r = await runAdaptation(backend, m, s.domains, {
     batch: chunk,
     preprocess,
@@ -107,6 +111,7 @@ if (import.meta.main) {
       memory: { type: "string" },
       "stats-from": { type: "string" },
       "fill-first": { type: "string" },
+      warmup: { type: "boolean", default: false },
       protocol: { type: "string", default: "reset-each-domain" },
       backend: { type: "string", default: "cpu" },
       json: { type: "string" },
@@ -121,6 +126,7 @@ if (import.meta.main) {
   if (a.memory) stream.capacity = Number(a.memory);
   if (a["stats-from"]) stream.statsFrom = a["stats-from"];
   if (a["fill-first"]) stream.fillFirst = a["fill-first"] === "true";
+  if (a.warmup) stream.warmup = true;
   const runs: StreamRun[] = [];
   for (const order of a.orders!.split(",")) {
     const domains = await corruptedDomains(corruptions, Number(a.n), { kind: order as "iid" | "sorted" });

@@ -25,7 +25,8 @@ ${methodHelp("adapt", "                              ")}
   --spool DIR               also process images dropped into DIR (results in DIR/results.jsonl)
   --results F               spool results file (default DIR/results.jsonl)
   --memory N|auto           memory bank frames = the minibatch of each learning step (default auto: the
-                            planner's largest that fits, up to 64); --every K, --stats-from, --stats-momentum as for adapt
+                            planner's largest that fits, up to 64); --every K, --stats-from, --stats-momentum,
+                            --stats-warmup as for adapt
   --batch N                 most requests answered together (default 16): each is answered by the current
                             model with target statistics, never normalised by the requests beside it
   --budget B | --device P   memory budget or device profile for the planner (default: half the free memory)
@@ -64,6 +65,7 @@ export default async function serve(args: string[]): Promise<number> {
     every: { type: "string" },
     "stats-from": { type: "string", default: "bank" },
     "stats-momentum": { type: "string" },
+    "stats-warmup": { type: "boolean", default: false },
     budget: { type: "string" },
     device: { type: "string" },
     "flush-ms": { type: "string", default: "0" },
@@ -195,6 +197,7 @@ export default async function serve(args: string[]): Promise<number> {
     port,
     memory: gov.batch,
     statsMomentum: parseNumber("stats-momentum", flags["stats-momentum"], { min: 0, max: 1 }),
+    statsWarmup: flags["stats-warmup"] === true,
     every: parseNumber("every", flags.every, { integer: true, min: 1 }),
     statsFrom,
     maxChunk,

@@ -27,6 +27,7 @@ export const STREAM_FLAGS = {
   every: { type: "string" as const },
   "stats-from": { type: "string" as const, default: "bank" },
   "stats-momentum": { type: "string" as const },
+  "stats-warmup": { type: "boolean" as const, default: false },
   order: { type: "string" as const, default: "given" },
   seed: { type: "string" as const, default: "0" },
 };
@@ -38,7 +39,9 @@ export const STREAM_HELP =
                             auto: the largest the budget allows, up to 64)
   --every K                 learn after every K new frames (default: the memory size)
   --stats-from bank|stream  target BN statistics follow the class-balanced bank (default) or the last frames
-  --stats-momentum A        how far each learning step moves them once settled (default 0.1; RoTTA: 0.05)
+  --stats-momentum A        how far each learning step moves them (default 0.1; RoTTA: 0.05)
+  --stats-warmup            the n-th step after a reset moves them by 1/n (faster start on shuffled streams;
+                            harms streams that show one class at a time)
   --order given|iid|sorted|dirichlet:A   replay each --images in this order (default given; sorted: one
                             class after another; dirichlet: classes in bursts, smaller A = longer) --seed S`;
 
@@ -47,6 +50,7 @@ export interface StreamFlags {
   every?: number;
   statsFrom: "bank" | "stream";
   momentum?: number;
+  warmup: boolean;
   order: StreamOrder;
   seed: number;
 }
@@ -66,7 +70,8 @@ export function parseStreamFlags(flags: Record<string, unknown>): StreamFlags {
     min: 0,
     max: 1,
   });
-  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", momentum, order, seed };
+  const warmup = flags["stats-warmup"] === true;
+  return { chunk, every, statsFrom: flags["stats-from"] as "bank" | "stream", momentum, warmup, order, seed };
 }
 
 /** Each domain's frames in the requested order (the same seed, the same stream). */
@@ -85,6 +90,7 @@ export function streamSettings(f: StreamFlags, capacity: number, collapseGuard: 
     every: f.every ?? capacity,
     statsFrom: f.statsFrom,
     momentum: f.momentum,
+    warmup: f.warmup,
     collapseGuard,
   };
 }

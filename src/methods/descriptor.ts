@@ -38,8 +38,10 @@ export interface StreamSettings {
   every?: number;
   /** Target statistics follow the bank (default) or the stream. */
   statsFrom?: "bank" | "stream";
-  /** How far each learning step moves the target statistics once settled (0.1; streaming.ts). */
+  /** How far each learning step moves the target statistics (0.1; streaming.ts). */
   momentum?: number;
+  /** The 1/n warm-up of the statistics after a reset (default off; streaming.ts). */
+  warmup?: boolean;
   /** The collapse guard (default on). */
   collapseGuard?: boolean;
   /** The bank takes every frame while it has room (default true; false: RoTTA's strict quotas). */

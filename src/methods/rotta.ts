@@ -2,7 +2,7 @@
  * RoTTA (Yuan et al., "Robust Test-Time Adaptation in Dynamic Scenarios", CVPR 2023), the service's default.
  *
  * - Robust BN (tta.ts): every answer normalises with target statistics, an average started from the source's
- *   and moved by alpha = 0.05 per learning step — never with the statistics of the frames being answered.
+ *   and moved by 0.1 per learning step (RoTTA: 0.05) — never with the statistics of the frames being answered.
  * - Category-balanced memory with timeliness and uncertainty (memory_bank.ts, CSTU), capacity 64; one
  *   learning step every 64 new frames (streaming.ts).
  * - A mean teacher: the teacher answers and labels; it is the student's BN state kept apart (bn_store.ts; the

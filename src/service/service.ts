@@ -49,6 +49,8 @@ export interface ServiceOptions {
   statsFrom?: "bank" | "stream";
   /** The target statistics' settled momentum (streaming.ts DEFAULT_MOMENTUM). */
   statsMomentum?: number;
+  /** The 1/n warm-up of the statistics after a reset (streaming.ts; default off). */
+  statsWarmup?: boolean;
   /** Most requests answered together in one forward. */
   maxChunk: number;
   /** Wait at most this long for more requests to answer together (0: answer as soon as free). */
@@ -113,6 +115,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         every: o.every ?? o.memory,
         statsFrom: o.statsFrom,
         momentum: o.statsMomentum,
+        warmup: o.statsWarmup,
         collapseGuard: o.collapseGuard,
       },
     }, o.bank),
