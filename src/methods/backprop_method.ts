@@ -52,12 +52,15 @@ export function makeOptimizer(params: Tensor[], c: OptimizerConfig): Adam | SGD 
     : new SGD(params, { lr: c.lr, momentum: c.momentum ?? 0.9, weightDecay: c.weightDecay ?? 0 });
 }
 
+/** EATA's and SAR's SGD rate on a 10-class model (measured on the MNIST streams, docs/streaming.md). */
+export const SGD_LR_AT_10_CLASSES = 0.02;
+
 /**
  * A learning rate published for ImageNet's 1000 classes, scaled to C classes: log-linear in C from `at1000` to
  * `at10` (clamped). EATA and SAR publish SGD at 0.00025 for ResNet-50 on ImageNet; on a 10-class model that
  * barely moves the BN affine in hundreds of steps, so their rows would equal BN adaptation's.
  */
-export function lrForClasses(classes: number, at1000: number, at10: number): number {
+export function lrForClasses(classes: number, at1000: number, at10 = SGD_LR_AT_10_CLASSES): number {
   const t = Math.min(1, Math.max(0, (Math.log(classes) - Math.log(10)) / (Math.log(1000) - Math.log(10))));
   return Math.exp(Math.log(at10) + t * (Math.log(at1000) - Math.log(at10)));
 }

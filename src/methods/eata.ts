@@ -160,7 +160,7 @@ export class Eata extends BackpropMethod {
 
   /** The published 0.00025 (ImageNet, 1000 classes) scaled to C classes, unless --lr was given. */
   protected override lrFor(classes: number): number | null {
-    return this.#lrGiven ? null : lrForClasses(classes, EATA_DEFAULTS.lr, 0.005);
+    return this.#lrGiven ? null : lrForClasses(classes, EATA_DEFAULTS.lr);
   }
 
   protected override resetCounters(): void {
