@@ -2,7 +2,7 @@
  * Streaming adaptation on corrupted MNIST as a camera delivers it, for docs/streaming.md:
  *
  *   deno run -A tools/stream_table.ts [--methods rotta,tent,bn,eata,sar] [--chunks 1,8,64]
- *     [--orders iid,sorted] [--corruptions all|a,b] [--n 2000] [--backend cpu|wasm] [--json FILE] [--out FILE]
+ *     [--orders iid,sorted] [--corruptions all|a,b] [--n 2000] [--backend cpu|wasm] [--json FILE] [--md FILE]
  *
  * For every (method, chunk, order): the online error per corruption (severity 5, seed 0, the 2,000 test
  * digits of mnistSplit() — never seen in training — corrupted in memory), each corruption its own stream
@@ -25,6 +25,7 @@ import { createMethod } from "../src/methods/registry.ts";
 import { type Domain, runAdaptation } from "../src/methods/run.ts";
 import { importOnnx } from "../src/onnx/import.ts";
 import { loadModel } from "../src/onnx/model.ts";
+import { streamMarkdown } from "./stream_markdown.ts";
 
 export interface StreamRun {
   method: string;
@@ -115,6 +116,7 @@ if (import.meta.main) {
       protocol: { type: "string", default: "reset-each-domain" },
       backend: { type: "string", default: "cpu" },
       json: { type: "string" },
+      md: { type: "string" },
     },
   });
   // One wasm backend on one thread for the whole table (two tables can then run side by side).
@@ -150,5 +152,6 @@ if (import.meta.main) {
     }
   }
   if (a.json) await Deno.writeTextFile(a.json, JSON.stringify(runs, null, 1));
+  if (a.md) await Deno.writeTextFile(a.md, streamMarkdown(runs));
   wasm?.dispose();
 }
