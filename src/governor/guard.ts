@@ -19,6 +19,7 @@
 import { OutOfMemoryError } from "../backend/backend.ts";
 import { type ConcreteStore, withStore } from "../memory/policy.ts";
 import type { StepResult, TtaMethod } from "../methods/tta.ts";
+import { copyInto, copyRows } from "../ops/copy.ts";
 import { keep, Tensor } from "../tensor.ts";
 import type { GuardedBackend } from "./guarded_backend.ts";
 
@@ -48,26 +49,6 @@ export interface GuardOptions {
   peakOf?: (batch: number, store: ConcreteStore) => Promise<number>;
   /** Called after the failed step was undone and before the retry (observers; tests inspect the state). */
   onBackoff?: (b: Backoff) => void | Promise<void>;
-}
-
-function copy(from: Tensor, to: Tensor): void {
-  from.backend.run("copy", {
-    x: from.storage,
-    out: to.storage,
-    attrs: { n: from.size, srcOffset: 0, dstOffset: 0 },
-  });
-}
-
-/** Rows [start, start + n) of x [N, ...] as a new tensor. */
-function rows(x: Tensor, start: number, n: number): Tensor {
-  const per = x.size / x.shape[0];
-  const out = Tensor.empty(x.backend, [n, ...x.shape.slice(1)]);
-  x.backend.run("copy", {
-    x: x.storage,
-    out: out.storage,
-    attrs: { n: n * per, srcOffset: start * per, dstOffset: 0 },
-  });
-  return out;
 }
 
 /** One StepResult for the chunks a batch was split into. */
@@ -113,7 +94,7 @@ export class RuntimeGuard {
     if (n <= this.batch) return await this.#attempt(method, x);
     const parts: StepResult[] = [];
     for (let start = 0; start < n; start += this.batch) {
-      const chunk = rows(x, start, Math.min(this.batch, n - start));
+      const chunk = copyRows(x, start, Math.min(this.batch, n - start));
       try {
         parts.push(await this.#attempt(method, chunk));
       } finally {
@@ -131,7 +112,7 @@ export class RuntimeGuard {
         c = keep(Tensor.empty(p.backend, p.shape, { category: "optimizer" }));
         this.#snapshot.set(p, c);
       }
-      copy(p, c);
+      copyInto(p, c);
     }
   }
 
@@ -151,7 +132,7 @@ export class RuntimeGuard {
         p.grad = null;
       }
       const failure = this.backend.rollback();
-      for (const [p, c] of this.#snapshot) copy(c, p);
+      for (const [p, c] of this.#snapshot) copyInto(c, p);
       const next = await this.#next(x.shape[0]);
       if (!next) throw e;
       const b: Backoff = {

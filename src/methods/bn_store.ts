@@ -6,16 +6,9 @@
 import type { Module } from "../nn/module.ts";
 import { BatchNorm2d, type LayerNorm } from "../nn/layers.ts";
 import type { Category } from "../memory/ledger.ts";
+import { copyInto } from "../ops/copy.ts";
 import { keep, Tensor } from "../tensor.ts";
 import { normLayers } from "./tta.ts";
-
-function copy(from: Tensor, to: Tensor): void {
-  from.backend.run("copy", {
-    x: from.storage,
-    out: to.storage,
-    attrs: { n: from.size, srcOffset: 0, dstOffset: 0 },
-  });
-}
 
 type Norm = BatchNorm2d | LayerNorm;
 
@@ -52,17 +45,17 @@ export class BnStore {
 
   /** The model's BN state into this store. */
   copyFrom(): void {
-    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copy(t, this.#tensors[i][j])));
+    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copyInto(t, this.#tensors[i][j])));
   }
 
   /** This store into the model's BN layers. */
   copyTo(): void {
-    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copy(this.#tensors[i][j], t)));
+    this.#layers.forEach((bn, i) => tensorsOf(bn).forEach((t, j) => copyInto(this.#tensors[i][j], t)));
   }
 
   /** Also copy another store's values into this one (same model). */
   copyFromStore(other: BnStore): void {
-    this.#tensors.forEach((ts, i) => ts.forEach((t, j) => copy(other.#tensors[i][j], t)));
+    this.#tensors.forEach((ts, i) => ts.forEach((t, j) => copyInto(other.#tensors[i][j], t)));
   }
 
   /**

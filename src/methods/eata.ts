@@ -10,6 +10,7 @@
  * Reference optimizer: SGD with momentum 0.9.
  */
 import type { Module } from "../nn/module.ts";
+import { clone } from "../ops/copy.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { add, mul } from "../ops/elementwise.ts";
 import { keep, Tensor } from "../tensor.ts";
@@ -145,15 +146,7 @@ export class Eata extends BackpropMethod {
     });
     this.optimizer.zeroGrad();
     if (this.#fisherSeen === this.#fisherBatches) {
-      this.#anchors = this.params.map((p) => {
-        const a = keep(Tensor.empty(p.backend, p.shape, { category: "optimizer" }));
-        p.backend.run("copy", {
-          x: p.storage,
-          out: a.storage,
-          attrs: { n: p.size, srcOffset: 0, dstOffset: 0 },
-        });
-        return a;
-      });
+      this.#anchors = this.params.map((p) => keep(clone(p, { category: "optimizer" })));
     }
     return null;
   }

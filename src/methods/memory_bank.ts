@@ -13,6 +13,7 @@
  * bookkeeping (labels, uncertainties, ages) is on the host. Occupied slots are kept at the front (a removal
  * moves the last item into the hole), so a minibatch is a prefix of the tensor.
  */
+import { copyInto, copyRows } from "../ops/copy.ts";
 import { Tensor } from "../tensor.ts";
 
 interface Item {
@@ -66,11 +67,7 @@ export class MemoryBank {
     if (!old) return;
     const per = old.size / old.shape[0];
     this.#frames = Tensor.empty(old.backend, [n, ...old.shape.slice(1)], { category: "bank" });
-    old.backend.run("copy", {
-      x: old.storage,
-      out: this.#frames.storage,
-      attrs: { n: this.#items.length * per, srcOffset: 0, dstOffset: 0 },
-    });
+    copyInto(old, this.#frames, this.#items.length * per);
     old.dispose();
   }
 
@@ -112,11 +109,7 @@ export class MemoryBank {
       const slot = this.#place(label, this.#score(0, uncertainty));
       if (slot !== null) {
         this.#items[slot] = { label, uncertainty, age: 0 };
-        x.backend.run("copy", {
-          x: x.storage,
-          out: this.#frames.storage,
-          attrs: { n: per, srcOffset: i * per, dstOffset: slot * per },
-        });
+        copyInto(x, this.#frames, per, i * per, slot * per);
       }
       for (const it of this.#items) it.age++;
     }
@@ -127,14 +120,7 @@ export class MemoryBank {
     const frames = this.#frames;
     if (!frames || this.size === 0) return null;
     if (this.size === this.capacity) return frames.view(frames.shape);
-    const per = frames.size / this.capacity;
-    const out = Tensor.empty(frames.backend, [this.size, ...frames.shape.slice(1)]);
-    frames.backend.run("copy", {
-      x: frames.storage,
-      out: out.storage,
-      attrs: { n: this.size * per, srcOffset: 0, dstOffset: 0 },
-    });
-    return out;
+    return copyRows(frames, 0, this.size);
   }
 
   /** The bank for a checkpoint: frames, labels, uncertainties, ages, and [capacity, classes]. */

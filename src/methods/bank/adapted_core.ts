@@ -13,6 +13,7 @@
 import type { Module } from "../../nn/module.ts";
 import { type AdapterKind, AdapterSet } from "../../nn/adapters.ts";
 import { Adam } from "../../ops/optim.ts";
+import { clone } from "../../ops/copy.ts";
 import { keep, Tensor } from "../../tensor.ts";
 import type { LearnResult, StreamCore } from "../streaming.ts";
 
@@ -61,11 +62,7 @@ export class AdaptedCore implements StreamCore {
       this.#optimizer = new Adam(this.adapters.params, { lr: this.#lr });
     } else this.adapters = null;
     this.#trained = this.adapters?.params ?? core.trainables();
-    this.#anchors = this.#trained.map((p) => {
-      const a = keep(Tensor.empty(p.backend, p.shape, { category: "weights" }));
-      copy(p, a);
-      return a;
-    });
+    this.#anchors = this.#trained.map((p) => keep(clone(p, { category: "weights" })));
     if (core.learn) this.learn = (x, ages) => this.#learn(x, ages);
     if (core.statisticsPass) this.statisticsPass = (x) => core.statisticsPass!(x);
   }
@@ -142,12 +139,4 @@ export class AdaptedCore implements StreamCore {
     this.adapters?.dispose();
     for (const a of this.#anchors) a.dispose();
   }
-}
-
-function copy(from: Tensor, to: Tensor): void {
-  from.backend.run("copy", {
-    x: from.storage,
-    out: to.storage,
-    attrs: { n: from.size, srcOffset: 0, dstOffset: 0 },
-  });
 }

@@ -6,6 +6,7 @@
 import { noGrad } from "../../autograd/tape.ts";
 import type { Backend } from "../../backend/backend.ts";
 import type { Module } from "../../nn/module.ts";
+import { clone } from "../../ops/copy.ts";
 import { concat } from "../../ops/layout.ts";
 import { keep, Tensor } from "../../tensor.ts";
 import { statisticsForward, type StreamCore } from "../streaming.ts";
@@ -22,13 +23,7 @@ export class FrameWindow {
       this.clear();
       return;
     }
-    const copy = keep(Tensor.empty(x.backend, x.shape, { category: "bank" }));
-    x.backend.run("copy", {
-      x: x.storage,
-      out: copy.storage,
-      attrs: { n: x.size, srcOffset: 0, dstOffset: 0 },
-    });
-    this.#frames.push(copy);
+    this.#frames.push(keep(clone(x, { category: "bank" })));
     let rows = this.#frames.reduce((s, t) => s + t.shape[0], 0);
     while (rows - this.#frames[0].shape[0] >= this.size) {
       rows -= this.#frames[0].shape[0];
