@@ -2,17 +2,17 @@
  * One builder per supported ONNX op: it reads the node's attributes and constant inputs once, at import, and
  * returns the step that runs the op on src/ops/* at forward time. Ops with weights become nn layers (Conv2d,
  * BatchNorm2d, LayerNorm, Linear) so that parameter filters such as `bnAffine` and the structure analysis
- * see them as layers of their kind. This file holds the compute ops; import_ops_layout.ts the data movement.
+ * see them as layers of their kind. This file holds the compute ops; import_ops_linear.ts Gemm and MatMul, import_ops_layout.ts the data
+ * movement.
  */
 import type { Backend } from "../backend/backend.ts";
 import { Tensor } from "../tensor.ts";
-import { BatchNorm2d, Conv2d, LayerNorm, Linear } from "../nn/layers.ts";
+import { BatchNorm2d, Conv2d, LayerNorm } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import { clip, erf, hardsigmoid, hardswish, relu, relu6, sigmoid, unaryMath } from "../ops/activation.ts";
 import { add, addScalar, div, equal, mul, pow, scale, sub } from "../ops/elementwise.ts";
 import { gelu } from "../ops/gelu.ts";
 import { layerNorm } from "../ops/layer_norm.ts";
-import { gemm, matmul } from "../ops/linear.ts";
 import { pad } from "../ops/layout.ts";
 import { avgPool2d, maxPool2d, type Pool2dOptions } from "../ops/pool.ts";
 import { globalAvgPool, mean, sum } from "../ops/reduce.ts";
@@ -22,6 +22,7 @@ import { flatten, reshape } from "../ops/shape.ts";
 import type { HostValue } from "./host_ops.ts";
 import type { OnnxNode, OnnxTensor } from "./model.ts";
 import { LAYOUT_BUILDERS } from "./import_ops_layout.ts";
+import { LINEAR_BUILDERS } from "./import_ops_linear.ts";
 
 /** Values of the graph at forward time. */
 export interface Env {
@@ -88,7 +89,7 @@ function scalar(ctx: BuildContext, i: number, what: string): number | null {
   return Number(t.data[0]);
 }
 
-function weightOf(ctx: BuildContext, i: number, what: string): OnnxTensor {
+export function weightOf(ctx: BuildContext, i: number, what: string): OnnxTensor {
   const t = ctx.constant(i);
   if (!t) {
     throw ctx.fail(
@@ -269,87 +270,6 @@ function reduceOp(fn: typeof mean): (ctx: BuildContext) => Step {
   };
 }
 
-function gemmOp(ctx: BuildContext): Step {
-  const a = ctx.node.attrs;
-  const [alpha, beta] = [a.alpha as number, a.beta as number];
-  const [transA, transB] = [a.transA === 1, a.transB === 1];
-  const w = ctx.constant(1), c = ctx.node.inputs[2] ? ctx.constant(2) : null;
-  if (ctx.node.inputs[2] && !c) throw ctx.fail("C must be a constant");
-  const x = ctx.operand(0);
-  // torch's nn.Linear: Gemm(x, W [out, in], b [out], transB=1). Keep it a Linear layer.
-  const linearForm = w && w.dims.length === 2 && transB && !transA && alpha === 1 &&
-    (!c || (beta === 1 && c.data.length === w.dims[0] && c.dims.length <= 2));
-  if (linearForm) {
-    const layer = new Linear(ctx.backend, {
-      inFeatures: w.dims[1],
-      outFeatures: w.dims[0],
-      bias: c !== null,
-      init: false,
-    });
-    ctx.attach(layer, ctx.node.inputs[1]);
-    ctx.load(layer.weight, 1);
-    if (layer.bias) ctx.load(layer.bias, 2);
-    return (env) => layer.call(x(env));
-  }
-  const params: Record<string, Tensor> = {};
-  if (w) params.weight = Tensor.empty(ctx.backend, w.dims, { category: "weights" });
-  if (c) params.bias = Tensor.empty(ctx.backend, c.dims, { category: "weights" });
-  if (w || c) ctx.attach(new ParamModule("Gemm", params), ctx.node.inputs[1]);
-  if (w) ctx.load(params.weight, 1);
-  if (c) ctx.load(params.bias, 2);
-  const wT = params.weight, bGet: Getter = wT ? () => wT : ctx.operand(1);
-  const cT = params.bias ?? null;
-  return (env) => gemm(x(env), bGet(env), { c: cT, alpha, beta, transA, transB });
-}
-
-function matMulOp(ctx: BuildContext): Step {
-  const a = ctx.operand(0);
-  const w = ctx.constant(1);
-  if (!w) {
-    const b = ctx.operand(1);
-    return (env) => matmul(a(env), b(env));
-  }
-  const t = Tensor.empty(ctx.backend, w.dims, { category: "weights" });
-  ctx.attach(new ParamModule("MatMul", { weight: t }), ctx.node.inputs[1]);
-  ctx.load(t, 1);
-  return (env) => matmul(a(env), t);
-}
-
-/** A MatMul (+ Add) of a constant weight, fused at import (fuse.ts): one trainable linear layer. */
-function fusedLinear(ctx: BuildContext): Step {
-  const w = weightOf(ctx, 1, "weight");
-  const hasBias = Boolean(ctx.node.inputs[2]);
-  if (hasBias) weightOf(ctx, 2, "bias");
-  const x = ctx.operand(0);
-  if (ctx.node.attrs.transB === 1) {
-    // torch's [out, in] layout: an nn Linear layer, as Gemm's linear form.
-    const layer = new Linear(ctx.backend, {
-      inFeatures: w.dims[1],
-      outFeatures: w.dims[0],
-      bias: hasBias,
-      init: false,
-    });
-    ctx.attach(layer, ctx.node.inputs[1]);
-    ctx.load(layer.weight, 1);
-    if (layer.bias) ctx.load(layer.bias, 2);
-    return (env) => layer.call(x(env));
-  }
-  const params: Record<string, Tensor> = {
-    weight: Tensor.empty(ctx.backend, w.dims, { category: "weights" }),
-  };
-  if (hasBias) params.bias = Tensor.empty(ctx.backend, [w.dims[1]], { category: "weights" });
-  ctx.attach(new ParamModule("MatMul", params), ctx.node.inputs[1]);
-  ctx.load(params.weight, 1);
-  if (params.bias) ctx.load(params.bias, 2);
-  return (env) => {
-    const y = matmul(x(env), params.weight);
-    if (!params.bias) return y;
-    const out = add(y, params.bias);
-    y.dispose();
-    return out;
-  };
-}
-
 function flattenOp(ctx: BuildContext): Step {
   const axis = ctx.node.attrs.axis as number;
   const x = ctx.operand(0);
@@ -452,9 +372,7 @@ export const BUILDERS: Record<string, (ctx: BuildContext) => Step> = {
   ReduceSum: reduceOp(sum),
   Softmax: softmaxOp(false),
   LogSoftmax: softmaxOp(true),
-  Gemm: gemmOp,
-  MatMul: matMulOp,
-  FusedLinear: fusedLinear,
   Flatten: flattenOp,
+  ...LINEAR_BUILDERS,
   ...LAYOUT_BUILDERS,
 };
