@@ -70,6 +70,9 @@ Deno.test("serve: SIGKILL mid-stream, restart resumes the newest checkpoint; onl
   const sendGroup = (url: string, g: number) =>
     Promise.all(Array.from({ length: BATCH }, async (_, k) => {
       const i = g * BATCH + k;
+      // Staggered so that the frames of a group reach the service in the reference's order: the memory bank
+      // keeps frames by arrival, and the reference offers them in index order.
+      await new Promise((r) => setTimeout(r, 5 * k));
       const res = await fetch(`${url}/v1/predict`, {
         method: "POST",
         headers: { ...auth(TOKEN), "content-type": "image/png" },
