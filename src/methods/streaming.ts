@@ -219,7 +219,9 @@ export class StreamingMethod implements TtaMethod {
    * `momentum`, not by the 1/n that replaces the source statistics after a reset (the adapter bank's return).
    */
   settle(): void {
-    this.#steps = Math.ceil(1 / this.momentum);
+    // From here 1/n <= momentum. A momentum of 0 (statistics kept as stored) gets a finite count all the same:
+    // the count is saved in checkpoints, which refuse non-finite values.
+    this.#steps = this.momentum > 0 ? Math.ceil(1 / this.momentum) : 2 ** 24;
   }
 
   /** Back to the source state; the bank forgets its frames (they were labelled by the state being left). */

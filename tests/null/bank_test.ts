@@ -35,11 +35,16 @@ async function banked(
   method: string,
   bank: Partial<BankSettings> = {},
   capacity = 32,
+  momentum?: number,
 ): Promise<BankedMethod> {
   const m = await createMethod(
     method,
     smallNet(),
-    withBank({ stream: { capacity }, extra: adaptMethod(method).open }, { slots: 4, adapter: "bn", ...bank }),
+    withBank({ stream: { capacity, momentum }, extra: adaptMethod(method).open }, {
+      slots: 4,
+      adapter: "bn",
+      ...bank,
+    }),
   );
   ok(m instanceof BankedMethod);
   return m;
@@ -84,6 +89,18 @@ Deno.test("withBank() opens one slot per domain and switches back on a return, w
   deepEqual(back.events.map((e) => [e.action, e.to]), [["switch", slotA]]);
   // No learning yet since the return (the frame memory started afresh): the state is the one A left.
   deepEqual(await m.inner.coreState(), left);
+  m.dispose();
+});
+
+Deno.test("A bank at --stats-momentum 0 keeps its state finite across a return (checkpoints refuse non-finite values)", async () => {
+  const m = await banked("tent", {}, 64, 0);
+  await run(m, A(64), 16);
+  await run(m, B(64), 16);
+  const back = await run(m, A(16, 9), 16);
+  deepEqual(back.events.map((e) => e.action), ["switch"]);
+  const state = await m.state();
+  ok("stream.steps" in state, Object.keys(state).join(" "));
+  for (const [k, v] of Object.entries(state)) ok(v.every(Number.isFinite), `${k} is not finite`);
   m.dispose();
 });
 
