@@ -15,9 +15,11 @@ import {
   type LogitStats,
   logitStats,
   predictMode,
+  prefixed,
   setStatsMomentum,
   SourceState,
   trainBnAffine,
+  unprefixed,
 } from "./tta.ts";
 import { DEFAULT_MOMENTUM, type LearnResult, predictLogits, type StreamCore } from "./streaming.ts";
 
@@ -185,21 +187,15 @@ export abstract class BackpropMethod implements StreamCore {
 
   /** The BN state (the rest of the model never changes) and the optimizer's. */
   async state(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
-    for (const [k, v] of Object.entries(await this.optimizer.state())) out[`optimizer.${k}`] = v;
-    return out;
+    return {
+      ...prefixed("model", await bnState(this.model)),
+      ...prefixed("optimizer", await this.optimizer.state()),
+    };
   }
 
   loadState(state: Record<string, Float32Array>): void {
-    const model: Record<string, Float32Array> = {};
-    const opt: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(state)) {
-      if (k.startsWith("model.")) model[k.slice(6)] = v;
-      else if (k.startsWith("optimizer.")) opt[k.slice(10)] = v;
-    }
-    this.model.loadState(model, { strict: false });
-    this.optimizer.loadState(opt);
+    this.model.loadState(unprefixed("model", state), { strict: false });
+    this.optimizer.loadState(unprefixed("optimizer", state));
   }
 
   dispose(): void {

@@ -13,10 +13,12 @@ import {
   bnState,
   logitStats,
   predictMode,
+  prefixed,
   setStatsMomentum,
   SourceState,
   type StepResult,
   type TtaMethod,
+  unprefixed,
 } from "./tta.ts";
 
 /** A forward without recording anything: the step of methods that learn nothing. */
@@ -56,15 +58,11 @@ export class BnAdapt implements StreamCore {
   }
 
   async state(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
-    return out;
+    return prefixed("model", await bnState(this.model));
   }
 
   loadState(state: Record<string, Float32Array>): void {
-    const model: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(state)) if (k.startsWith("model.")) model[k.slice(6)] = v;
-    this.model.loadState(model, { strict: false });
+    this.model.loadState(unprefixed("model", state), { strict: false });
   }
 
   dispose(): void {}

@@ -49,7 +49,7 @@ import {
 } from "./ecotta_partition.ts";
 import { warmUp, type WarmupOptions, type WarmupReport, type WarmupTarget } from "./ecotta_warmup.ts";
 import { weightedEntropy } from "./losses.ts";
-import { logitStats } from "./tta.ts";
+import { logitStats, prefixed, unprefixed } from "./tta.ts";
 
 export interface EcoTtaOptions extends BackpropOptions {
   /**
@@ -351,16 +351,12 @@ export class EcoTta implements StreamCore {
   }
 
   async state(): Promise<Record<string, Float32Array>> {
-    const out = await this.#metaState();
-    for (const [k, v] of Object.entries(await this.#optimizer.state())) out[`optimizer.${k}`] = v;
-    return out;
+    return { ...await this.#metaState(), ...prefixed("optimizer", await this.#optimizer.state()) };
   }
 
   loadState(state: Record<string, Float32Array>): void {
-    const opt: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(state)) if (k.startsWith("optimizer.")) opt[k.slice(10)] = v;
     this.#loadMeta(state);
-    this.#optimizer.loadState(opt);
+    this.#optimizer.loadState(unprefixed("optimizer", state));
   }
 
   dispose(): void {

@@ -46,9 +46,11 @@ import {
   learnMode,
   logitStats,
   predictMode,
+  prefixed,
   setStatsMomentum,
   SourceState,
   trainBnAffine,
+  unprefixed,
 } from "./tta.ts";
 
 export const ROTTA_DEFAULTS: OptimizerConfig = { kind: "adam", lr: 1e-3, beta1: 0.9, beta2: 0.999 };
@@ -167,24 +169,18 @@ export class Rotta implements StreamCore {
   }
 
   async state(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(await bnState(this.model))) out[`model.${k}`] = v;
-    Object.assign(out, await this.#teacher.state("teacher"));
-    for (const [k, v] of Object.entries(await this.#optimizer.state())) out[`optimizer.${k}`] = v;
-    out["rotta.learned"] = Float32Array.of(this.#learned);
-    return out;
+    return {
+      ...prefixed("model", await bnState(this.model)),
+      ...await this.#teacher.state("teacher"),
+      ...prefixed("optimizer", await this.#optimizer.state()),
+      "rotta.learned": Float32Array.of(this.#learned),
+    };
   }
 
   loadState(state: Record<string, Float32Array>): void {
-    const model: Record<string, Float32Array> = {};
-    const opt: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(state)) {
-      if (k.startsWith("model.")) model[k.slice(6)] = v;
-      else if (k.startsWith("optimizer.")) opt[k.slice(10)] = v;
-    }
-    this.model.loadState(model, { strict: false });
+    this.model.loadState(unprefixed("model", state), { strict: false });
     this.#teacher.loadState("teacher", state);
-    this.#optimizer.loadState(opt);
+    this.#optimizer.loadState(unprefixed("optimizer", state));
     this.#learned = state["rotta.learned"]?.[0] ?? 0;
   }
 

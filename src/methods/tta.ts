@@ -113,6 +113,21 @@ function bnStateNames(model: Module): Set<string> {
   return names;
 }
 
+type State = Record<string, Float32Array>;
+
+/** `part` with every key under `prefix.`: one part of a method's state ("model", "optimizer"). */
+export function prefixed(prefix: string, part: State): State {
+  return Object.fromEntries(Object.entries(part).map(([k, v]) => [`${prefix}.${k}`, v]));
+}
+
+/** The entries of `state` under `prefix.`, the prefix removed: the inverse of prefixed(). */
+export function unprefixed(prefix: string, state: State): State {
+  const p = `${prefix}.`;
+  return Object.fromEntries(
+    Object.entries(state).filter(([k]) => k.startsWith(p)).map(([k, v]) => [k.slice(p.length), v]),
+  );
+}
+
 /** A host copy of the model's BN state (affine and statistics): what adapting methods change. */
 export async function bnState(model: Module): Promise<Record<string, Float32Array>> {
   const keep = bnStateNames(model);
