@@ -42,6 +42,7 @@ import { renderReport } from "../src/report/html.ts";
 import { runReportInfo } from "../src/report/run_report.ts";
 import { Timeline } from "../src/report/timeline.ts";
 import { f1, markdown } from "./bank_tables.ts";
+import { findChromium, headless } from "./chromium.ts";
 
 export interface Visit {
   condition: string;
@@ -316,28 +317,12 @@ if (import.meta.main) {
 
 /** A PNG of a report page by headless chromium (the committed picture of docs/adapters.md). */
 async function screenshot(page: string, png: string): Promise<void> {
-  const profile = await Deno.makeTempDir({ prefix: "edgetrain-shot-" });
-  const out = await new Deno.Command("chromium", {
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--hide-scrollbars",
-      `--user-data-dir=${profile}`,
-      `--screenshot=${png}`,
-      "--window-size=1080,1240",
-      `file://${await Deno.realPath(page)}`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  await Deno.remove(profile, { recursive: true });
-  if (!out.success) {
-    throw new Error(`chromium could not take the screenshot: ${new TextDecoder().decode(out.stderr)}`);
-  }
+  const browser = findChromium();
+  if (!browser) throw new Error("--screenshot needs chromium on PATH (apt-get install -y chromium)");
+  const out = await headless(browser, page, [
+    "--hide-scrollbars",
+    `--screenshot=${png}`,
+    "--window-size=1080,1240",
+  ]);
+  if (!out.success) throw new Error(`chromium could not take the screenshot: ${out.stderr}`);
 }

@@ -14,21 +14,7 @@ import { Rng } from "../../src/random.ts";
 import { renderReport } from "../../src/report/html.ts";
 import { runReportInfo } from "../../src/report/run_report.ts";
 import { Timeline } from "../../src/report/timeline.ts";
-
-const CANDIDATES = ["chromium", "chromium-browser", "google-chrome"];
-
-function findChromium(): string | null {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    for (const name of CANDIDATES) {
-      try {
-        if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return null;
-}
+import { findChromium, headless } from "../../tools/chromium.ts";
 
 const chromium = findChromium();
 const required = Deno.env.get("EDGETRAIN_REQUIRE_CHROMIUM") === "1";
@@ -104,28 +90,13 @@ Deno.test({
     try {
       const page = `${dir}/report.html`;
       await Deno.writeTextFile(page, await reportPage());
-      const out = await new Deno.Command(chromium, {
-        args: [
-          "--headless",
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-quic",
-          "--no-first-run",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-          `--user-data-dir=${dir}/profile`,
-          "--enable-logging=stderr",
-          "--v=0",
-          "--virtual-time-budget=5000",
-          "--dump-dom",
-          `file://${page}`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const dom = new TextDecoder().decode(out.stdout);
-      const log = new TextDecoder().decode(out.stderr);
+      const out = await headless(chromium!, page, [
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+      ]);
+      const dom = out.stdout, log = out.stderr;
       ok(out.success, `chromium exited with ${out.code}:\n${log}`);
       const consoleLines = log.split("\n").filter((l) => /CONSOLE/.test(l));
       ok(consoleLines.length === 0, `the page logged:\n${consoleLines.join("\n")}`);
