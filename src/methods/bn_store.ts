@@ -6,7 +6,7 @@
 import type { Module } from "../nn/module.ts";
 import { BatchNorm2d, type LayerNorm } from "../nn/layers.ts";
 import type { Category } from "../memory/ledger.ts";
-import { copyInto } from "../ops/copy.ts";
+import { copyInto, moveToward } from "../ops/copy.ts";
 import { keep, Tensor } from "../tensor.ts";
 import { normLayers } from "./tta.ts";
 
@@ -66,21 +66,7 @@ export class BnStore {
     this.#layers.forEach((bn, i) => {
       // The affine part: a BN's first two tensors, a LayerNorm's (it has no statistics).
       for (const j of [0, 1].filter((j) => j < this.#tensors[i].length)) {
-        const own = this.#tensors[i][j], model = tensorsOf(bn)[j];
-        const b = own.backend;
-        const diff = Tensor.empty(b, own.shape, { category: "workspace" });
-        b.run("binary", {
-          a: model.storage,
-          b: own.storage,
-          out: diff.storage,
-          attrs: { op: "sub", shape: [own.size], aStrides: [1], bStrides: [1] },
-        });
-        b.run("axpy", {
-          x: diff.storage,
-          out: own.storage,
-          attrs: { n: own.size, alpha: nu, accumulate: true },
-        });
-        diff.dispose();
+        moveToward(this.#tensors[i][j], tensorsOf(bn)[j], nu);
       }
     });
   }

@@ -1,6 +1,7 @@
 /**
- * Device copies outside the autograd graph: state snapshots (the runtime guard, RoTTA's teacher, EATA's
- * anchors, adapter slots) and frames kept by a memory. One backend "copy" run each, no host round trip.
+ * Device copies and in-place updates outside the autograd graph: state snapshots (the runtime guard, RoTTA's
+ * teacher, EATA's anchors, adapter slots), frames kept by a memory, and moves toward a target (a teacher's
+ * EMA, a pull toward anchors). Backend runs only, no host round trip.
  */
 import { Tensor, type TensorOptions } from "../tensor.ts";
 
@@ -22,4 +23,18 @@ export function clone(x: Tensor, options: TensorOptions = {}): Tensor {
   const out = Tensor.empty(x.backend, x.shape, options);
   copyInto(x, out);
   return out;
+}
+
+/** x <- x + t (target - x) in place: a mean teacher's EMA, a pull toward anchor weights. */
+export function moveToward(x: Tensor, target: Tensor, t: number): void {
+  const b = x.backend;
+  const diff = Tensor.empty(b, x.shape, { category: "workspace" });
+  b.run("binary", {
+    a: target.storage,
+    b: x.storage,
+    out: diff.storage,
+    attrs: { op: "sub", shape: [x.size], aStrides: [1], bStrides: [1] },
+  });
+  b.run("axpy", { x: diff.storage, out: x.storage, attrs: { n: x.size, alpha: t, accumulate: true } });
+  diff.dispose();
 }

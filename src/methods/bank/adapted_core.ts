@@ -13,7 +13,7 @@
 import type { Module } from "../../nn/module.ts";
 import { type AdapterKind, AdapterSet } from "../../nn/adapters.ts";
 import { Adam } from "../../ops/optim.ts";
-import { clone } from "../../ops/copy.ts";
+import { clone, moveToward } from "../../ops/copy.ts";
 import { keep, Tensor } from "../../tensor.ts";
 import type { LearnResult, StreamCore } from "../streaming.ts";
 
@@ -83,22 +83,7 @@ export class AdaptedCore implements StreamCore {
   }
 
   #pullToSource(): void {
-    this.#trained.forEach((p, i) => {
-      const b = p.backend, a = this.#anchors[i];
-      const diff = Tensor.empty(b, p.shape, { category: "workspace" });
-      b.run("binary", {
-        a: a.storage,
-        b: p.storage,
-        out: diff.storage,
-        attrs: { op: "sub", shape: [p.size], aStrides: [1], bStrides: [1] },
-      });
-      b.run("axpy", {
-        x: diff.storage,
-        out: p.storage,
-        attrs: { n: p.size, alpha: this.pull, accumulate: true },
-      });
-      diff.dispose();
-    });
+    this.#trained.forEach((p, i) => moveToward(p, this.#anchors[i], this.pull));
   }
 
   trainables(): Tensor[] {
