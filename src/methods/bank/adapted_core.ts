@@ -14,7 +14,7 @@ import type { Module } from "../../nn/module.ts";
 import { type AdapterKind, AdapterSet } from "../../nn/adapters.ts";
 import { Adam } from "../../ops/optim.ts";
 import { clone, moveToward } from "../../ops/copy.ts";
-import { keep, Tensor } from "../../tensor.ts";
+import { keep, type Tensor } from "../../tensor.ts";
 import type { LearnResult, StreamCore } from "../streaming.ts";
 
 export interface AdaptedCoreOptions {
