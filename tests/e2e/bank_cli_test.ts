@@ -25,6 +25,32 @@ async function idx(dir: string, name: string, from: number, n: number): Promise<
   return ["--images", images, "--labels", labels];
 }
 
+Deno.test("adapt --bank on a camera that shows one digit at a time (clean, class-sorted, frame by frame) opens no slot and answers as without the bank", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "edgetrain-bank-sorted-" });
+  const clean = await idx(dir, "clean", 0, 600);
+  const run = async (bank: string[]) => {
+    const r = await runCli([
+      "adapt",
+      "--model",
+      MODEL,
+      ...bank,
+      "--batch",
+      "1",
+      "--order",
+      "sorted",
+      ...clean,
+      "--json",
+    ]);
+    equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const plain = await run([]), banked = await run(["--bank"]);
+  // A window of one class lies up to 0.35 from the source's key: the default threshold must not see a domain.
+  equal(banked.adapters.opened, 0, JSON.stringify(banked.adapters));
+  ok(banked.error <= plain.error + 0.005, `with the bank ${banked.error}, without ${plain.error}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("adapt --bank --adapter lora: slots per segment, the report page, a folded export, and a saved state that finds its domains again", async () => {
   const dir = await Deno.makeTempDir({ prefix: "edgetrain-bank-" });
   const common = [
