@@ -3,7 +3,8 @@
  *
  *   deno run -A tools/bank_recurring.ts [--method rotta] [--conditions fog,brightness,contrast] [--rounds 2]
  *     [--visit 640] [--clean 500] [--chunks 64,1] [--adapters none,bn,bn/source,lora,conv1x1] [--slots 8]
- *     [--reversed] [--control none,bn] [--backend cpu|wasm] [--json FILE] [--md FILE] [--report FILE.html] [--screenshot FILE.png]
+ *     [--reversed] [--control none,bn] [--threshold X] [--backend cpu|wasm] [--json FILE] [--md FILE]
+ *     [--report FILE.html] [--screenshot FILE.png]
  *
  * The stream: every condition (a corruption of the 2,000 held-out test digits of mnistSplit(), severity 5,
  * seed 0) visited once per round, `visit` frames a visit, different frames in every round (round r takes
@@ -120,6 +121,8 @@ export async function runRecurring(o: {
   open?: OpenFrom;
   domains: Domain[];
   slots: number;
+  /** The selector's distance threshold (default: the bank's). */
+  threshold?: number;
   report?: string;
   reversed?: boolean;
   /** A backend the runs share (the wasm one); default a fresh CPU backend per run. */
@@ -132,7 +135,9 @@ export async function runRecurring(o: {
   const m = await createMethod(
     o.method,
     module,
-    o.adapter === "none" ? options : withBank(options, { slots: o.slots, adapter: o.adapter, open: o.open }),
+    o.adapter === "none"
+      ? options
+      : withBank(options, { slots: o.slots, adapter: o.adapter, open: o.open, threshold: o.threshold }),
   );
   const correct: boolean[][] = o.domains.map((d) => new Array(d.set.n).fill(false));
   const slotOf: number[][] = o.domains.map((d) => new Array(d.set.n).fill(-1));
@@ -255,6 +260,7 @@ if (import.meta.main) {
       screenshot: { type: "string" },
       reversed: { type: "boolean", default: false },
       control: { type: "string" },
+      threshold: { type: "string" },
       backend: { type: "string", default: "cpu" },
     },
   });
@@ -263,7 +269,13 @@ if (import.meta.main) {
   const { test } = await mnistSplit();
   const order = (reversed: boolean) =>
     sequence(test, a.conditions!.split(","), Number(a.rounds), Number(a.visit), Number(a.clean), reversed);
-  const base = { model: a.model!, method: a.method as MethodName, slots: Number(a.slots), backend: shared };
+  const base = {
+    model: a.model!,
+    method: a.method as MethodName,
+    slots: Number(a.slots),
+    threshold: a.threshold === undefined ? undefined : Number(a.threshold),
+    backend: shared,
+  };
   const source = await runRecurring({
     ...base,
     domains: order(a.reversed!),

@@ -3,7 +3,8 @@
  * repeated for several rounds, one continual run — against the same method reset to the source model at every
  * corruption (the periodic reset). For docs/streaming.md:
  *
- *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--bank-slots N] [--backend cpu|wasm] [--json FILE]
+ *   deno run -A tools/stream_lifelong.ts [--method rotta] [--rounds 5] [--n 500] [--chunk 64] [--bank-slots N]
+ *     [--bank-threshold X] [--backend cpu|wasm] [--json FILE]
  *
  * Prints the mean online error of each round for both runs.
  */
@@ -23,6 +24,7 @@ const { values: a } = parseArgs({
     chunk: { type: "string", default: "64" },
     backend: { type: "string", default: "cpu" },
     "bank-slots": { type: "string" },
+    "bank-threshold": { type: "string" },
     json: { type: "string" },
   },
 });
@@ -41,7 +43,11 @@ const runs = [
     ? [{
       label: `continual+bank${a["bank-slots"]}`,
       protocol: "continual" as const,
-      bank: { slots: Number(a["bank-slots"]), adapter: "bn" as const },
+      bank: {
+        slots: Number(a["bank-slots"]),
+        adapter: "bn" as const,
+        threshold: a["bank-threshold"] === undefined ? undefined : Number(a["bank-threshold"]),
+      },
     }]
     : []),
 ];

@@ -112,7 +112,8 @@ export const BANK_HELP =
   --bank-slots N|auto       slots, the source's included (default auto: as many as the budget allows, up to 8)
   --adapter bn|lora|conv1x1 what a slot adapts: BN affine (default), LoRA on 1x1 convs, or a 1x1 residual
                             adapter per block; BN statistics always follow the domain
-  --bank-threshold X        symmetric-KL distance within which frames belong to a slot (default 0.3)
+  --bank-threshold X        symmetric-KL distance within which frames belong to a slot (default 0.1;
+                            0.3 for a camera that shows one class for a while: docs/adapters.md)
   --bank-pull X             per learning step, move trained weights X of the way back to the source (0.01)
   --bank-open window|source|nearest   a new slot starts from the source with BN statistics of the frames
                             that opened it (default), from the source as it is, or from the nearest slot`;
